@@ -1,0 +1,84 @@
+// Shared CLI helpers (see cli_common.h).
+#include "cli_common.h"
+
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+
+#include "hwdb/device_db.h"
+#include "kernels/error.h"
+
+namespace deepfit::cli {
+
+std::int64_t parse_tokens(const std::string& text, const std::string& flag, std::int64_t lo, std::int64_t hi) {
+  std::string digits = text;
+  std::int64_t scale = 1;
+  if (!digits.empty() && (digits.back() == 'k' || digits.back() == 'K')) {
+    scale = 1024;
+    digits.pop_back();
+  }
+  const std::string expect = " (expected a whole number in " + std::to_string(lo) + ".." + std::to_string(hi) +
+                             (scale > 1 || flag == "--context" ? ", optionally with a K suffix for x1024)" : ")");
+  if (digits.empty() || digits.size() > 12 || digits.find_first_not_of("0123456789") != std::string::npos)
+    throw InputError(flag + ": '" + text + "' is not a whole number" + expect);
+  const std::int64_t v = std::stoll(digits) * scale;
+  if (v < lo || v > hi) throw InputError(flag + ": " + text + " is out of range" + expect);
+  return v;
+}
+
+std::vector<std::int64_t> parse_int_list(const std::string& text, const std::string& flag, std::int64_t lo, std::int64_t hi) {
+  std::vector<std::int64_t> out;
+  std::size_t start = 0;
+  while (true) {
+    std::size_t comma = text.find(',', start);
+    std::string item = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    if (item.empty()) throw InputError(flag + ": empty item in '" + text + "' (expected a comma-separated list like 1,8,64)");
+    out.push_back(parse_tokens(item, flag, lo, hi));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
+double parse_positive(const std::string& text, const std::string& flag) {
+  std::size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != text.size() || !std::isfinite(v) || v <= 0)
+    throw InputError(flag + ": '" + text + "' is not a positive number");
+  return v;
+}
+
+void DeviceOptions::add_to(CLI::App& app) {
+  app.add_option("--device", device, "device id (see `deepfit devices`)");
+  app.add_option("--device-file", device_file, "a device record JSON of your own (same schema as hwdb/devices)");
+  app.add_option("--price-per-hour", price_per_hour, "override the device's USD per device-hour for this run");
+  app.add_option("--memory-gb", memory_gb, "pick a memory configuration (Apple, CPU) or override memory for this run");
+}
+
+std::optional<hwdb::Device> DeviceOptions::resolve(planner::Catalog& cat) const {
+  if (!device_file.empty()) {
+    hwdb::Device d = hwdb::load_device_file(device_file, false);
+    cat.devices.add(d);
+  }
+  if (device.empty()) {
+    if (!price_per_hour.empty() || !memory_gb.empty())
+      throw InputError("--price-per-hour/--memory-gb need --device (which device do they override?)");
+    return std::nullopt;
+  }
+  hwdb::Device d = cat.devices.get(device);
+  if (!price_per_hour.empty()) hwdb::override_price(d, parse_positive(price_per_hour, "--price-per-hour"));
+  if (!memory_gb.empty()) hwdb::select_memory_gb(d, parse_positive(memory_gb, "--memory-gb"));
+  return d;
+}
+
+void emit(const std::string& text) {
+  std::fwrite(text.data(), 1, text.size(), stdout);
+  std::fflush(stdout);
+}
+
+}  // namespace deepfit::cli

@@ -1,0 +1,36 @@
+// Shared pieces of the `deepfit` subcommands: strict number parsing, device selection with its
+// one-run overrides, and output that is written whole or not at all.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "hwdb/device.h"
+#include "planner/catalog.h"
+
+namespace deepfit::cli {
+
+// Whole-token integers with an optional k/K (x1024) suffix: "8192", "8k", "128K".
+std::int64_t parse_tokens(const std::string& text, const std::string& flag, std::int64_t lo, std::int64_t hi);
+std::vector<std::int64_t> parse_int_list(const std::string& text, const std::string& flag, std::int64_t lo, std::int64_t hi);
+double parse_positive(const std::string& text, const std::string& flag);
+
+struct DeviceOptions {
+  std::string device;
+  std::string device_file;
+  std::string price_per_hour;
+  std::string memory_gb;
+  void add_to(CLI::App& app);
+  // The selected device with overrides applied (also adds --device-file's record to the catalog),
+  // or nullopt when no --device was given.
+  std::optional<hwdb::Device> resolve(planner::Catalog& cat) const;
+};
+
+// Writes `text` to stdout in one piece (so a failure never leaves half a document).
+void emit(const std::string& text);
+
+}  // namespace deepfit::cli

@@ -1,0 +1,22 @@
+// The `deepfit` subcommands. Each registers its options on the root app and returns the function
+// that runs it after parsing; the function returns the exit code (0 ok, 1 ran but failed).
+#pragma once
+
+#include <functional>
+
+#include <CLI/CLI.hpp>
+
+namespace deepfit::cli {
+
+struct Command {
+  CLI::App* app = nullptr;
+  std::function<int()> run;
+};
+
+Command add_fit_command(CLI::App& root);
+Command add_models_command(CLI::App& root);
+Command add_quants_command(CLI::App& root);
+Command add_devices_command(CLI::App& root);
+Command add_frameworks_command(CLI::App& root);
+
+}  // namespace deepfit::cli

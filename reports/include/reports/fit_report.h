@@ -1,0 +1,21 @@
+// Rendering of `deepfit fit` records: the JSON record (key names fixed by DESIGN.md) and the
+// table/Markdown/CSV views.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "planner/fit.h"
+#include "reports/table.h"
+
+namespace deepfit::reports {
+
+nlohmann::json fit_to_json(const planner::FitRecord& r);
+// One record: the record itself; several (one per quantization): {"records": [...]}.
+nlohmann::json fits_to_json(const std::vector<planner::FitRecord>& records);
+Table fit_table(const std::vector<planner::FitRecord>& records);
+std::string render_fit(const std::vector<planner::FitRecord>& records, Format f);
+
+}  // namespace deepfit::reports
