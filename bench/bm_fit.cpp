@@ -8,6 +8,7 @@
 namespace {
 
 using namespace deepfit::planner;
+namespace hwdb = deepfit::hwdb;
 
 const Catalog& catalog() {
   static const Catalog cat = Catalog::load(data_root());

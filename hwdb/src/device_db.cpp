@@ -265,16 +265,18 @@ std::vector<std::string> closest_names(const std::string& name, const std::vecto
     }
     return prev[b.size()];
   };
+  // Rank: names that start with the query, then names containing it (or contained in it), then
+  // by edit distance; ties by name.
   std::vector<std::pair<std::size_t, std::string>> scored;
   for (const auto& c : candidates) {
-    std::size_t d = dist(name, c);
-    // A candidate containing the name (or vice versa) is a strong hint even when long.
-    if (c.find(name) != std::string::npos || name.find(c) != std::string::npos) d = std::min<std::size_t>(d, 1);
+    std::size_t d = dist(name, c) + 2;
+    if (c.find(name) != std::string::npos || name.find(c) != std::string::npos) d = 1;
+    if (c.rfind(name, 0) == 0) d = 0;
     scored.emplace_back(d, c);
   }
   std::sort(scored.begin(), scored.end());
   std::vector<std::string> out;
-  std::size_t limit = std::max<std::size_t>(3, name.size() / 2);
+  std::size_t limit = std::max<std::size_t>(3, name.size() / 2) + 2;
   for (const auto& [d, c] : scored)
     if (out.size() < max_results && d <= limit) out.push_back(c);
   return out;

@@ -127,10 +127,9 @@ std::int64_t tensor_bytes(const Tensor& t, const StorageFormat& f) {
     throw InputError("tensor " + t.name + ": row of " + std::to_string(cols) + " weights is not a whole number of " +
                      f.id + " blocks (" + std::to_string(f.block_weights) + " weights)");
   const std::int64_t blocks_per_row = (cols + f.block_weights - 1) / f.block_weights;
-  // Bits per row are a whole number of bytes for every shipped format; rounding up per row covers
-  // sub-byte formats with odd rows.
-  const std::int64_t row_bytes = (blocks_per_row * f.block_bits + 7) / 8;
-  std::int64_t bytes = rows * row_bytes;
+  // Formats whose blocks are not whole bytes (AWQ/GPTQ pack zeros across outputs) are exact over
+  // the whole tensor; GGUF blocks are whole bytes, so this equals rows x row bytes there.
+  std::int64_t bytes = (rows * blocks_per_row * f.block_bits + 7) / 8;
   if (t.is_matrix()) {
     // Stacked experts (3-D) are separate matrices for per-matrix scales.
     const std::int64_t mats = t.shape.size() >= 3 ? t.shape[0] : 1;

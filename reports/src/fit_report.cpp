@@ -1,6 +1,7 @@
 // `deepfit fit` views.
 #include "reports/fit_report.h"
 
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 
@@ -100,7 +101,6 @@ Table fit_table(const std::vector<planner::FitRecord>& records) {
     t.headers = {"quant", "stored GB", "loaded GB", "params B", "KV KB/token", "concurrency", "context", "KV GB",
                  "act GB", "reserve GB", "total GB"};
   t.right_align.assign(t.headers.size(), true);
-  t.right_align[0] = true;
   t.right_align[0] = false;
   if (with_device) {
     t.right_align[1] = false;
@@ -136,9 +136,6 @@ Table fit_table(const std::vector<planner::FitRecord>& records) {
       }
     }
   }
-  if (!with_device) {
-    // CSV headers carry SI units, not GB.
-  }
   return t;
 }
 
@@ -165,13 +162,18 @@ std::string render_fit(const std::vector<planner::FitRecord>& records, Format f)
   }
   out << render(t, f);
   if (f != Format::kCsv) {
-    std::vector<std::string> seen;
+    // Notes every record shares are printed once; the others carry their quantization.
+    std::vector<std::string> lines;
     for (const auto& r : records)
       for (const auto& note : r.notes) {
-        std::string line = (records.size() > 1 ? r.quant + ": " : std::string()) + note;
-        if (f == Format::kTable || f == Format::kMarkdown) out << (f == Format::kMarkdown ? "\n- " : "note: ") << line << (f == Format::kMarkdown ? "" : "\n");
+        bool shared = true;
+        for (const auto& other : records)
+          shared = shared && std::find(other.notes.begin(), other.notes.end(), note) != other.notes.end();
+        std::string line = (shared || records.size() == 1 ? std::string() : r.quant + ": ") + note;
+        if (std::find(lines.begin(), lines.end(), line) == lines.end()) lines.push_back(line);
       }
-    if (f == Format::kMarkdown) out << "\n";
+    for (const auto& line : lines) out << (f == Format::kMarkdown ? "\n- " : "note: ") << line << (f == Format::kMarkdown ? "" : "\n");
+    if (f == Format::kMarkdown && !lines.empty()) out << "\n";
   }
   return out.str();
 }

@@ -67,7 +67,9 @@ TEST(Capacity, MoreMemoryNeverTurnsAFitIntoAMiss) {
   auto b = plan_fit(catalog(), o, &big).front().results.front();
   EXPECT_GE(*b.max_concurrency, *a.max_concurrency);
   EXPECT_GE(*b.max_context_tokens, *a.max_context_tokens);
-  if (a.fits == true) EXPECT_EQ(b.fits, true);
+  if (a.fits == true) {
+    EXPECT_EQ(b.fits, true);
+  }
 }
 
 TEST(Capacity, MaxConcurrencyFallsAsContextGrows) {
@@ -85,7 +87,9 @@ TEST(Capacity, MaxContextIsTheLargestThatFits) {
   const std::int64_t L = *r.max_context_tokens;
   ASSERT_GT(L, 0);
   EXPECT_EQ(fit("llama-3.1-8b", "bf16", "l4", "1", L, 2).results.front().fits, true);
-  if (L < 131072) EXPECT_EQ(fit("llama-3.1-8b", "bf16", "l4", "1", L + 16, 2).results.front().fits, false);
+  if (L < 131072) {
+    EXPECT_EQ(fit("llama-3.1-8b", "bf16", "l4", "1", L + 16, 2).results.front().fits, false);
+  }
 }
 
 TEST(Capacity, ExpertOffloadMovesRoutedExpertsToHostRam) {

@@ -21,17 +21,23 @@ void put_str(std::string& out, const std::string& s) {
 }  // namespace
 
 GgufKv kv_u32(const std::string& k, std::uint32_t v) {
-  GgufKv kv{k, GgufKv::Kind::kU32};
+  GgufKv kv;
+  kv.key = k;
+  kv.kind = GgufKv::Kind::kU32;
   kv.u = v;
   return kv;
 }
 GgufKv kv_str(const std::string& k, const std::string& v) {
-  GgufKv kv{k, GgufKv::Kind::kString};
+  GgufKv kv;
+  kv.key = k;
+  kv.kind = GgufKv::Kind::kString;
   kv.s = v;
   return kv;
 }
 GgufKv kv_strings(const std::string& k, std::vector<std::string> v) {
-  GgufKv kv{k, GgufKv::Kind::kStringArray};
+  GgufKv kv;
+  kv.key = k;
+  kv.kind = GgufKv::Kind::kStringArray;
   kv.strings = std::move(v);
   return kv;
 }

@@ -10,7 +10,7 @@ namespace deepfit::planner::test {
 
 struct GgufKv {
   std::string key;
-  enum class Kind { kU32, kU64, kI32, kF32, kBool, kString, kStringArray, kI32Array } kind;
+  enum class Kind { kU32, kU64, kI32, kF32, kBool, kString, kStringArray, kI32Array } kind = Kind::kU32;
   std::uint64_t u = 0;
   std::int64_t i = 0;
   double f = 0;

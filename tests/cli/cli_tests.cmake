@@ -1,0 +1,102 @@
+# CLI cases: each runs `deepfit` through tests/cli/run_case.cmake and checks the exit code and
+# substrings of stderr/stdout. Exit code 2 cases also get the bad-input contract checked by
+# run_case.cmake: one "error: ..." line on stderr and nothing on stdout.
+# Included from tests/CMakeLists.txt, so CMAKE_CURRENT_SOURCE_DIR is tests/.
+
+# deepfit_cli_case(<name> <rc> ARGS <arg>... [STDERR <substring>...] [STDOUT <substring>...]
+#                  [LACKS <substring>...] [EMPTY])
+#   STDERR / STDOUT: substrings that must all appear; LACKS: substrings stdout must not contain;
+#   EMPTY: stdout must be empty (implied for rc 2).
+# Each argument and substring travels as its own -D (ARG<i>, STDERR_HAS<i>, ...): add_test would
+# split a ';'-joined list. cmake -D trims trailing blanks and strips a value wrapped whole in
+# single quotes: don't end a substring with a blank or write one as 'x'.
+set(DEEPFIT_FIXTURES ${CMAKE_CURRENT_SOURCE_DIR}/fixtures)
+
+function(deepfit_cli_case name rc)
+  cmake_parse_arguments(C "EMPTY" "" "ARGS;STDERR;STDOUT;LACKS" ${ARGN})
+  if(C_UNPARSED_ARGUMENTS)
+    message(FATAL_ERROR "deepfit_cli_case(${name}): unexpected arguments ${C_UNPARSED_ARGUMENTS}")
+  endif()
+  set(cmd ${CMAKE_COMMAND} "-DEXE=$<TARGET_FILE:deepfit>" "-DEXPECT_RC=${rc}")
+  list(LENGTH C_ARGS nargs)
+  list(APPEND cmd "-DNARGS=${nargs}")
+  foreach(kind IN ITEMS ARGS:ARG STDERR:STDERR_HAS STDOUT:STDOUT_HAS LACKS:STDOUT_LACKS)
+    string(REPLACE ":" ";" kind "${kind}")
+    list(GET kind 0 key)
+    list(GET kind 1 var)
+    set(i 0)
+    foreach(value IN LISTS C_${key})
+      list(APPEND cmd "-D${var}${i}=${value}")
+      math(EXPR i "${i} + 1")
+    endforeach()
+  endforeach()
+  if(C_EMPTY)
+    list(APPEND cmd "-DSTDOUT_EMPTY=1")
+  endif()
+  add_test(NAME cli.${name} COMMAND ${cmd} -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/run_case.cmake)
+  set_tests_properties(cli.${name} PROPERTIES LABELS cli ENVIRONMENT "DEEPFIT_HOME=${PROJECT_SOURCE_DIR}")
+endfunction()
+
+# The setup most error cases start from: a valid fit apart from the one bad flag.
+set(V32 fit --model deepseek-v3.2 --quant fp8 --device h200-sxm)
+
+# --- Bad input: exit 2, one stderr line naming the flag or file ---
+deepfit_cli_case(unknown_model 2 ARGS fit --model deepseek-v9 --device h100-sxm
+                 STDERR "unknown model 'deepseek-v9'" "closest: deepseek-v3")
+deepfit_cli_case(unknown_device 2 ARGS fit --model deepseek-v3.2 --quant fp8 --device h100sxm
+                 STDERR "unknown device 'h100sxm'" "h100-sxm")
+deepfit_cli_case(unknown_quant 2 ARGS fit --model deepseek-v3.2 --quant q4_k_x --device h100-sxm
+                 STDERR "unknown quantization 'q4_k_x'" "q4_k_m")
+deepfit_cli_case(unknown_flag 2 ARGS ${V32} --frobnicate STDERR "--frobnicate")
+deepfit_cli_case(count_zero 2 ARGS ${V32} --count 0 STDERR "--count" "got '0'")
+deepfit_cli_case(count_not_a_number 2 ARGS ${V32} --count abc STDERR "--count" "got 'abc'")
+deepfit_cli_case(context_negative 2 ARGS ${V32} --context -5 STDERR "--context" "'-5' is not a whole number")
+deepfit_cli_case(context_trailing_junk 2 ARGS ${V32} --context 12x STDERR "--context" "'12x' is not a whole number")
+deepfit_cli_case(context_beyond_model 2 ARGS ${V32} --context 10000000 STDERR "--context" "beyond")
+deepfit_cli_case(concurrency_empty_item 2 ARGS ${V32} --concurrency 1,,8 STDERR "--concurrency" "1,,8")
+# DeepSeek-V3.2 has 128 attention heads: tp7 splits none of them evenly.
+deepfit_cli_case(parallel_tp_not_dividing_heads 2 ARGS ${V32} --count 7 --parallel tp7
+                 STDERR "--parallel tp7" "does not divide" "128")
+deepfit_cli_case(parallel_count_mismatch 2 ARGS ${V32} --count 4 --parallel tp8 STDERR "--parallel tp8" "--count")
+deepfit_cli_case(parallel_unknown_component 2 ARGS ${V32} --count 8 --parallel xx8 STDERR "--parallel" "component 'xx'")
+deepfit_cli_case(kv_dtype_not_for_framework 2 ARGS ${V32} --framework vllm --kv-dtype q8_0 STDERR "--kv-dtype" "q8_0")
+deepfit_cli_case(offload_layers_not_a_number 2 ARGS ${V32} --offload layers:abc STDERR "--offload" "layers:abc")
+deepfit_cli_case(format_unknown 2 ARGS ${V32} --format xml STDERR "--format" "format 'xml'")
+deepfit_cli_case(model_file_unknown_architecture 2
+                 ARGS fit --model ${DEEPFIT_FIXTURES}/models/unknown_arch.json --device h100-sxm
+                 STDERR "unknown_arch.json" "/architectures/0" "unsupported architecture 'FooForCausalLM'"
+                        "DeepseekV32ForCausalLM")
+deepfit_cli_case(model_file_malformed 2 ARGS fit --model ${DEEPFIT_FIXTURES}/models/malformed.json --device h100-sxm
+                 STDERR "malformed.json" "malformed JSON" "line 5")
+deepfit_cli_case(model_file_negative_layers 2
+                 ARGS fit --model ${DEEPFIT_FIXTURES}/models/negative_layers.json --device h100-sxm
+                 STDERR "/num_hidden_layers" "-3" "out of range")
+deepfit_cli_case(device_file_unknown_key 2 ARGS devices --device-file ${DEEPFIT_FIXTURES}/devices/unknown-key.json
+                 STDERR "unknown-key.json" "/mem_bw_gpbs" "unknown key 'mem_bw_gpbs'")
+
+# --- Success ---
+deepfit_cli_case(help 0 ARGS --help STDOUT "Usage:")
+deepfit_cli_case(version 0 ARGS --version STDOUT "deepfit")
+deepfit_cli_case(models_json 0 ARGS models --format json STDOUT "\"models\"" "\"deepseek-v3.2\"")
+deepfit_cli_case(devices_json 0 ARGS devices --format json STDOUT "\"devices\"" "\"h100-sxm\"")
+deepfit_cli_case(quants 0 ARGS quants STDOUT "q4_k_m")
+
+# --- Verdicts (DeepSeek-V3.2, "fits" of the single concurrency; see planner/src/fit.cpp) ---
+# One H100 is far too small even at Q4_K_M (~404 GB of weights), so the fewest-devices count is reported.
+deepfit_cli_case(fit_v32_q4_one_h100 0
+                 ARGS fit --model deepseek-v3.2 --quant q4_k_m --device h100-sxm --format json
+                 STDOUT "\"fits\": false" "\"min_devices\":" LACKS "\"fits\": true" "\"min_devices\": null")
+# FP8 weights alone are ~86 GB per device at tp8, more than an H100's 80 GiB.
+deepfit_cli_case(fit_v32_fp8_8x_h100 0
+                 ARGS fit --model deepseek-v3.2 --quant fp8 --device h100-sxm --count 8 --format json
+                 STDOUT "\"fits\": false" LACKS "\"fits\": true")
+set(V32_H200X8 fit --model deepseek-v3.2 --quant fp8 --device h200-sxm --count 8 --concurrency 128 --framework vllm
+    --format json)
+deepfit_cli_case(fit_v32_fp8_8x_h200_tp8_2k 0 ARGS ${V32_H200X8} --context 2K --parallel tp8
+                 STDOUT "\"fits\": true" LACKS "\"fits\": false")
+# tp8 keeps MLA's whole latent cache on every rank: 128 x 8K tokens no longer fit ...
+deepfit_cli_case(fit_v32_fp8_8x_h200_tp8_8k 0 ARGS ${V32_H200X8} --context 8K --parallel tp8
+                 STDOUT "\"fits\": false" LACKS "\"fits\": true")
+# ... attention data parallelism divides it by 8, and they do.
+deepfit_cli_case(fit_v32_fp8_8x_h200_dp8_8k 0 ARGS ${V32_H200X8} --context 8K --parallel tp1ep8dp8
+                 STDOUT "\"fits\": true" LACKS "\"fits\": false")
