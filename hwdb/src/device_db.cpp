@@ -22,7 +22,7 @@ constexpr double kMaxTflops = 1e5;
 const std::vector<std::string> kTopKeys = {
     "id", "name", "vendor", "kind", "memory_bytes", "memory_bandwidth_gbps", "peak_tflops", "tdp_w",
     "scale_up", "scale_out_gbps", "pcie_gen", "devices_per_node", "launch_year", "price",
-    "memory_configs", "gpu_memory_fraction", "sources", "notes"};
+    "memory_configs", "gpu_memory_fraction", "sources", "notes", "measurements"};
 
 DeviceKind parse_kind(const Json& j, const JsonWhere& w) {
   std::string s = get_string(j, w, "kind");
@@ -83,7 +83,7 @@ Device device_from_json(const Json& j, const std::string& origin, const std::str
   d.scale_out_gbps = get_number_or_null(j, w, "scale_out_gbps", 1e-3, kMaxBandwidthGbps, "GB/s");
   if (!required(j, w, "pcie_gen").is_null()) d.pcie_gen = get_int(j, w, "pcie_gen", 1, 7, "");
   d.devices_per_node = get_int(j, w, "devices_per_node", 1, 1024, "devices");
-  d.launch_year = get_int(j, w, "launch_year", 1990, 2100, "");
+  if (!required(j, w, "launch_year").is_null()) d.launch_year = get_int(j, w, "launch_year", 1990, 2100, "");
 
   const Json& pr = required(j, w, "price");
   if (!pr.is_null()) {
@@ -125,6 +125,10 @@ Device device_from_json(const Json& j, const std::string& origin, const std::str
   for (const char* k : {"memory_bytes", "memory_bandwidth_gbps", "peak_tflops"})
     if (!d.sources.count(k)) json_fail(srcw, std::string("missing the source of '") + k + "'");
 
+  if (j.contains("measurements")) {
+    require_object(j.at("measurements"), w / "measurements");
+    d.measurements = j.at("measurements");
+  }
   const Json& notes = required(j, w, "notes");
   if (!notes.is_array()) json_fail(w / "notes", "expected an array of strings");
   for (std::size_t i = 0; i < notes.size(); ++i) {
@@ -159,7 +163,7 @@ Json device_to_json(const Device& d) {
   j["scale_out_gbps"] = opt(d.scale_out_gbps);
   j["pcie_gen"] = d.pcie_gen ? Json(*d.pcie_gen) : Json(nullptr);
   j["devices_per_node"] = d.devices_per_node;
-  j["launch_year"] = d.launch_year;
+  j["launch_year"] = d.launch_year ? Json(*d.launch_year) : Json(nullptr);
   j["price"] = d.price ? Json{{"usd_per_hour", d.price->usd_per_hour}, {"date", d.price->date}, {"source", d.price->source}}
                        : Json(nullptr);
   if (!d.memory_configs.empty()) {
@@ -171,6 +175,7 @@ Json device_to_json(const Device& d) {
   if (d.gpu_memory_fraction) j["gpu_memory_fraction"] = *d.gpu_memory_fraction;
   j["sources"] = d.sources;
   j["notes"] = d.notes;
+  if (d.measurements.is_object()) j["measurements"] = d.measurements;
   if (!d.overrides.empty()) j["overrides"] = d.overrides;
   return j;
 }

@@ -2,6 +2,8 @@
 // access; nothing here runs code on the CPU to probe it (cpuid), the kernel's view is the one used.
 #include "hwdb/host_info.h"
 
+#include <unistd.h>
+
 #include <charconv>
 #include <functional>
 #include <fstream>
@@ -131,6 +133,10 @@ HostInfo host_info() {
   h.boost = read_boost();
   h.smt_active = read_bool("/sys/devices/system/cpu/smt/active");
   if (auto paranoid = read_file("/proc/sys/kernel/perf_event_paranoid")) h.perf_event_paranoid = parse_sysfs_int(*paranoid);
+  {
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    if (pages > 0 && page > 0) h.physical_memory_bytes = static_cast<std::int64_t>(pages) * page;
+  }
   return h;
 }
 

@@ -6,7 +6,9 @@
 #include <iostream>
 
 #include "hwdb/device_db.h"
+#include "commands.h"
 #include "kernels/error.h"
+#include "planner/host_probe.h"
 
 namespace deepfit::cli {
 
@@ -70,7 +72,8 @@ std::optional<hwdb::Device> DeviceOptions::resolve(planner::Catalog& cat) const 
       throw InputError("--price-per-hour/--memory-gb need --device (which device do they override?)");
     return std::nullopt;
   }
-  hwdb::Device d = cat.devices.get(device);
+  hwdb::Device d = device == "host" && !cat.devices.find("host") ? planner::host_device(false, progress_line)
+                                                                : cat.devices.get(device);
   if (!price_per_hour.empty()) hwdb::override_price(d, parse_positive(price_per_hour, "--price-per-hour"));
   if (!memory_gb.empty()) hwdb::select_memory_gb(d, parse_positive(memory_gb, "--memory-gb"));
   return d;

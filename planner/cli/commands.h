@@ -3,6 +3,7 @@
 #pragma once
 
 #include <functional>
+#include <string>
 
 #include <CLI/CLI.hpp>
 
@@ -18,5 +19,9 @@ Command add_models_command(CLI::App& root);
 Command add_quants_command(CLI::App& root);
 Command add_devices_command(CLI::App& root);
 Command add_frameworks_command(CLI::App& root);
+Command add_probe_command(CLI::App& root);
+
+// Prints a progress line on stderr.
+void progress_line(const std::string& line);
 
 }  // namespace deepfit::cli

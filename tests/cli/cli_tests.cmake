@@ -100,3 +100,14 @@ deepfit_cli_case(fit_v32_fp8_8x_h200_tp8_8k 0 ARGS ${V32_H200X8} --context 8K --
 # ... attention data parallelism divides it by 8, and they do.
 deepfit_cli_case(fit_v32_fp8_8x_h200_dp8_8k 0 ARGS ${V32_H200X8} --context 8K --parallel tp1ep8dp8
                  STDOUT "\"fits\": true" LACKS "\"fits\": false")
+
+# The host probe writes its record under XDG_CACHE_HOME; keep it inside the build tree.
+add_test(NAME cli.probe_json COMMAND ${CMAKE_COMMAND} -DEXE=$<TARGET_FILE:deepfit> -DNARGS=4 -DARG0=probe -DARG1=--refresh
+         -DARG2=--format -DARG3=json -DEXPECT_RC=0 "-DSTDOUT_HAS0=\"id\": \"host\"" -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/run_case.cmake)
+set_tests_properties(cli.probe_json PROPERTIES LABELS cli RUN_SERIAL TRUE
+                     ENVIRONMENT "DEEPFIT_HOME=${PROJECT_SOURCE_DIR};XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache")
+add_test(NAME cli.fit_on_host COMMAND ${CMAKE_COMMAND} -DEXE=$<TARGET_FILE:deepfit> -DNARGS=7 -DARG0=fit -DARG1=--model
+         -DARG2=llama-3.2-3b -DARG3=--device -DARG4=host -DARG5=--format -DARG6=json -DEXPECT_RC=0
+         "-DSTDOUT_HAS0=\"device\": \"host\"" -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/run_case.cmake)
+set_tests_properties(cli.fit_on_host PROPERTIES LABELS cli DEPENDS cli.probe_json
+                     ENVIRONMENT "DEEPFIT_HOME=${PROJECT_SOURCE_DIR};XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache")

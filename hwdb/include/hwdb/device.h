@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 namespace deepfit::hwdb {
 
 enum class DeviceKind { kGpu, kTpu, kNpu, kApple, kCpu, kApu };
@@ -49,12 +51,13 @@ struct Device {
   std::optional<double> scale_out_gbps;
   std::optional<std::int64_t> pcie_gen;
   std::int64_t devices_per_node = 1;
-  std::int64_t launch_year = 0;
+  std::optional<std::int64_t> launch_year;  // nullopt: unknown (a probed host)
   std::optional<Price> price;
   std::vector<MemoryConfig> memory_configs;    // Apple/APU/CPU purchasable configurations
   std::optional<double> gpu_memory_fraction;   // unified memory: share the GPU may use by default
   std::map<std::string, std::string> sources;  // field -> where the number comes from
   std::vector<std::string> notes;
+  nlohmann::json measurements;                  // probed hosts: every figure measured, with provenance
   std::string origin;                           // file it was loaded from
   std::vector<std::string> overrides;           // one-run overrides applied (said in every result)
 

@@ -3,6 +3,7 @@
 // Topology lives in topology.h, counters in counters.h.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 
@@ -29,6 +30,7 @@ struct HostInfo {
   std::optional<bool> boost;             // turbo/boost enabled; nullopt when the kernel does not say
   std::optional<bool> smt_active;        // /sys/devices/system/cpu/smt/active
   std::optional<int> perf_event_paranoid;
+  std::optional<std::int64_t> physical_memory_bytes;  // what the OS manages (sysconf), may exceed NUMA sums in VMs
 };
 
 // Reads /proc/cpuinfo and the sysfs files. Missing or unparsable files give nullopt fields; never
