@@ -46,6 +46,7 @@ Command add_probe_command(CLI::App& root) {
               return v ? reports::fixed(*v * scale, 1) + " " + unit : std::string("n/a");
             };
             t.rows = {{"cpu", d.name},
+                      {"isa", d.measurements.value("isa", std::string("unknown"))},
                       {"memory", reports::gb(static_cast<double>(d.memory_bytes)) + " GB"},
                       {"triad bandwidth (all threads)", reports::fixed(d.memory_bandwidth_gbps, 1) + " GB/s"},
                       {"fp32 FMA", opt(d.peak_tflops.fp32, 1e3, "GFLOP/s")},
