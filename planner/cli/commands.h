@@ -20,6 +20,8 @@ Command add_quants_command(CLI::App& root);
 Command add_devices_command(CLI::App& root);
 Command add_frameworks_command(CLI::App& root);
 Command add_probe_command(CLI::App& root);
+Command add_regress_command(CLI::App& root);
+Command add_history_command(CLI::App& root);
 
 // Prints a progress line on stderr.
 void progress_line(const std::string& line);

@@ -15,7 +15,8 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "deepfit 0.1.0");
   app.require_subcommand(1);
   std::vector<Command> commands = {add_fit_command(app), add_models_command(app), add_quants_command(app),
-                                   add_devices_command(app), add_frameworks_command(app), add_probe_command(app)};
+                                   add_devices_command(app), add_frameworks_command(app), add_probe_command(app),
+                                   add_regress_command(app),  add_history_command(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

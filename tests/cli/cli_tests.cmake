@@ -111,3 +111,14 @@ add_test(NAME cli.fit_on_host COMMAND ${CMAKE_COMMAND} -DEXE=$<TARGET_FILE:deepf
          "-DSTDOUT_HAS0=\"device\": \"host\"" -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/run_case.cmake)
 set_tests_properties(cli.fit_on_host PROPERTIES LABELS cli DEPENDS cli.probe_json
                      ENVIRONMENT "DEEPFIT_HOME=${PROJECT_SOURCE_DIR};XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache")
+
+# deepfit regress / history on fixtures: exit 1 on a regression, 0 without, 2 on bad input.
+set(_bench ${PROJECT_SOURCE_DIR}/tests/fixtures/bench)
+deepfit_cli_case(regress_slowdown 1 ARGS regress ${_bench}/base.json ${_bench}/slow.json STDOUT "regression")
+deepfit_cli_case(regress_same 0 ARGS regress ${_bench}/base.json ${_bench}/same.json STDOUT "only in new: BM_new")
+deepfit_cli_case(regress_units 1 ARGS regress ${_bench}/base.json ${_bench}/slow_us.json --format json STDOUT "\"regressions\": 1")
+deepfit_cli_case(regress_few_reps 0 ARGS regress ${_bench}/three_reps.json ${_bench}/three_reps_slow.json STDOUT "not enough repetitions")
+deepfit_cli_case(regress_malformed 2 ARGS regress ${_bench}/base.json ${_bench}/malformed.json STDERR "malformed JSON" EMPTY)
+deepfit_cli_case(regress_bad_unit 2 ARGS regress ${_bench}/base.json ${_bench}/bad_unit.json STDERR "time_unit" EMPTY)
+deepfit_cli_case(regress_no_benchmarks 2 ARGS regress ${_bench}/empty.json ${_bench}/base.json STDERR "no benchmarks" EMPTY)
+deepfit_cli_case(regress_md 1 ARGS regress ${_bench}/base.json ${_bench}/slow.json --format md STDOUT "| BM_a/x:1")
