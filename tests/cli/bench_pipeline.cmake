@@ -1,0 +1,41 @@
+# End-to-end check of the CI pipeline a user wires up: two smoke runs of a benchmark binary,
+# `deepfit regress` on them, then `deepfit history add` and `show`. Timing on a shared machine is
+# noise, so regress may answer 0 or 1; only bad input (2) or a crash fails this test.
+#   cmake -DDEEPFIT=... -DBENCH=... -DWORK=dir -P bench_pipeline.cmake
+file(REMOVE_RECURSE "${WORK}")
+file(MAKE_DIRECTORY "${WORK}")
+foreach(run a b)
+  execute_process(COMMAND ${BENCH} --benchmark_min_time=0.001 --benchmark_repetitions=5
+                          --benchmark_out=${WORK}/${run}.json --benchmark_out_format=json
+                  RESULT_VARIABLE rc OUTPUT_QUIET ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "benchmark run ${run} failed (${rc}): ${err}")
+  endif()
+endforeach()
+execute_process(COMMAND ${DEEPFIT} regress ${WORK}/a.json ${WORK}/b.json --format md RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT (rc EQUAL 0 OR rc EQUAL 1))
+  message(FATAL_ERROR "deepfit regress failed (${rc}): ${err}")
+endif()
+string(FIND "${out}" "| benchmark" pos)
+if(pos EQUAL -1)
+  message(FATAL_ERROR "regress printed no table:\n${out}")
+endif()
+foreach(run a b)
+  execute_process(COMMAND ${DEEPFIT} history add ${WORK}/${run}.json --db ${WORK}/h.sqlite --commit ${run}
+                  RESULT_VARIABLE rc ERROR_VARIABLE err OUTPUT_QUIET)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "deepfit history add ${run} failed (${rc}): ${err}")
+  endif()
+endforeach()
+execute_process(COMMAND ${DEEPFIT} history add ${WORK}/a.json --db ${WORK}/h.sqlite RESULT_VARIABLE rc ERROR_VARIABLE err OUTPUT_QUIET)
+if(NOT rc EQUAL 2)
+  message(FATAL_ERROR "adding the same run twice should be exit 2, got ${rc}")
+endif()
+execute_process(COMMAND ${DEEPFIT} history show --db ${WORK}/h.sqlite --format json RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "deepfit history show failed (${rc}): ${err}")
+endif()
+string(FIND "${out}" "\"commit\": \"b\"" pos)
+if(pos EQUAL -1)
+  message(FATAL_ERROR "history show lacks the second run:\n${out}")
+endif()
