@@ -30,6 +30,9 @@ struct DeviceOptions {
   std::optional<hwdb::Device> resolve(planner::Catalog& cat) const;
 };
 
+// Writes a whole file (temporary file, then rename): a failure never leaves half a file.
+void write_file_atomically(const std::string& path, const std::string& text);
+
 // Writes `text` to stdout in one piece (so a failure never leaves half a document).
 void emit(const std::string& text);
 

@@ -12,13 +12,14 @@
 #include "kernels/error.h"
 #include "regress/history.h"
 #include "regress/stats.h"
+#include "reports/svg_plot.h"
 #include "reports/table.h"
 
 namespace deepfit::cli {
 
 Command add_history_command(CLI::App& root) {
   struct Args {
-    std::string file, commit, db = "deepfit-history.sqlite", benchmark = ".*", format = "table", threshold = "5", alpha = "0.05";
+    std::string file, commit, db = "deepfit-history.sqlite", benchmark = ".*", format = "table", threshold = "5", alpha = "0.05", html;
   };
   auto a = std::make_shared<Args>();
   CLI::App* app = root.add_subcommand("history", "store benchmark runs (SQLite) and show trends and step changes");
@@ -33,6 +34,7 @@ Command add_history_command(CLI::App& root) {
   show->add_option("--format", a->format, "table, json, md, csv");
   show->add_option("--threshold", a->threshold, "smallest step that counts, percent (default 5)");
   show->add_option("--alpha", a->alpha, "significance level (default 0.05)");
+  show->add_option("--html", a->html, "also write a self-contained HTML page with one trend chart per benchmark");
   return {app, [a, add]() {
             if (add->parsed()) {
               std::ifstream in(a->file, std::ios::binary);
@@ -58,6 +60,7 @@ Command add_history_command(CLI::App& root) {
             if (!std::filesystem::exists(a->db, ec)) throw InputError(a->db + ": no history database here (hint: deepfit history add RESULTS.json)");
             regress::HistoryDb db = regress::HistoryDb::open(a->db);
             nlohmann::json out = nlohmann::json::array();
+            std::vector<reports::HtmlSection> sections;
             reports::Table t;
             t.headers = {"benchmark", "run", "commit", "added (UTC)", "median", "reps", "step"};
             t.right_align = {false, true, false, false, true, true, false};
@@ -81,6 +84,28 @@ Command add_history_command(CLI::App& root) {
               for (const auto& s : steps)
                 js.push_back({{"run", points[s.index].run.id}, {"change_pct", s.change_pct}, {"p_value", s.p_value}});
               out.push_back({{"benchmark", name}, {"points", pts}, {"step_changes", js}});
+              if (!a->html.empty()) {
+                reports::LineChart c;
+                c.title = name;
+                c.x_label = "run";
+                c.y_label = "median time (us)";
+                reports::SeriesXY line{"median of repetitions", {}, {}};
+                for (const auto& p : points) {
+                  line.x.push_back(static_cast<double>(p.run.id));
+                  line.y.push_back(p.median_ns / 1e3);
+                }
+                c.series.push_back(line);
+                for (const auto& st : steps) c.markers_x.push_back(static_cast<double>(points[st.index].run.id));
+                std::string text = std::to_string(points.size()) + " runs";
+                for (const auto& st : steps)
+                  text += "; step at run " + std::to_string(points[st.index].run.id) + ": " + reports::fixed(st.change_pct, 1) + "% (p=" +
+                          reports::fixed(st.p_value, 4) + ")";
+                sections.push_back({name, text, reports::svg_line_chart(c)});
+              }
+            }
+            if (!a->html.empty()) {
+              write_file_atomically(a->html, reports::html_page("deepfit benchmark history: " + a->db, sections));
+              progress_line("wrote " + a->html);
             }
             if (fmt == reports::Format::kJson) emit(nlohmann::json{{"history", out}}.dump(2) + "\n");
             else emit(reports::render(t, fmt));
