@@ -36,14 +36,7 @@ FitRecord plan_fit_stored(const Catalog& cat, const FitOptions& opt, const hwdb:
   rec.offload = parse_offload(opt.offload);
   if (rec.offload.kind == Offload::Kind::kExperts && !m.is_moe())
     throw InputError("--offload experts: " + m.display_name + " has no experts (hint: use layers:N)");
-  if (scheme.kind == "gguf-file") {
-    // A real file: count what it holds.
-    std::vector<Tensor> held;
-    for (const auto& t : stored.tensors) held.push_back(t.tensor);
-    rec.params = count_params(m, held);
-  } else {
-    rec.params = count_params(m, tensor_inventory(m));
-  }
+  rec.params = stored.params;
   rec.weights_bytes = stored.bytes;
   rec.notes.insert(rec.notes.end(), stored.notes.begin(), stored.notes.end());
 

@@ -179,6 +179,9 @@ GgufModel read_gguf_model(const std::string& path, const QuantDb& quants) {
     }
   }
   out.stored.gguf = true;
+  std::vector<Tensor> held;  // a real file: count what it holds
+  for (const auto& t : out.stored.tensors) held.push_back(t.tensor);
+  out.stored.params = count_params(out.model, held);
   out.stored.bytes += out.header_bytes;  // whole model as stored: the files
   std::string ft = "unknown";
   if (auto it = headers.front().metadata.find("general.file_type"); it != headers.front().metadata.end())

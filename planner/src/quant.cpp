@@ -147,6 +147,8 @@ std::int64_t gguf_padded(std::int64_t bytes, std::int64_t alignment) {
 
 StoredModel store_model(const ModelSpec& m, const Scheme& s, const QuantDb& q) {
   StoredModel out;
+  const std::vector<Tensor> inventory = tensor_inventory(m);
+  out.params = count_params(m, inventory);
   if (s.is_gguf()) {
     out.gguf = true;
     std::vector<Tensor> tensors = gguf_tensor_layout(m);
@@ -160,7 +162,7 @@ StoredModel store_model(const ModelSpec& m, const Scheme& s, const QuantDb& q) {
       out.notes.push_back("llama.cpp's converter leaves the MTP layer out of " + std::string(to_string(m.arch)) + " GGUF files");
     return out;
   }
-  for (const auto& t : tensor_inventory(m)) {
+  for (const auto& t : inventory) {
     if (t.mtp && !s.include_mtp) continue;
     std::string f = t.is_matrix() ? s.matrix_format : s.vector_format;
     auto role = s.role_formats.find(to_string(t.role));

@@ -78,6 +78,7 @@ struct StoredModel {
   std::int64_t bytes = 0;             // sum of tensor bytes (GGUF: with per-tensor alignment padding)
   std::int64_t num_fallbacks = 0;     // GGUF rows that needed a fallback type
   bool gguf = false;
+  ParamCounts params;                 // of the model (MTP included), or of what a real file holds
   std::vector<std::string> notes;
 };
 
