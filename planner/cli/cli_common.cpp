@@ -3,7 +3,10 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
+
+#include <unistd.h>
 
 #include "hwdb/device_db.h"
 #include "commands.h"
@@ -94,6 +97,11 @@ void write_file_atomically(const std::string& path, const std::string& text) {
     std::remove(tmp.c_str());
     throw InputError(path + ": cannot replace the file");
   }
+}
+
+bool stdout_wants_colour() {
+  const char* no = std::getenv("NO_COLOR");
+  return isatty(fileno(stdout)) && !(no && *no);
 }
 
 void emit(const std::string& text) {

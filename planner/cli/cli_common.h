@@ -33,6 +33,9 @@ struct DeviceOptions {
 // Writes a whole file (temporary file, then rename): a failure never leaves half a file.
 void write_file_atomically(const std::string& path, const std::string& text);
 
+// Colour only on a terminal, and never with NO_COLOR set (https://no-color.org convention).
+bool stdout_wants_colour();
+
 // Writes `text` to stdout in one piece (so a failure never leaves half a document).
 void emit(const std::string& text);
 

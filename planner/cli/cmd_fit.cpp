@@ -70,7 +70,7 @@ Command add_fit_command(CLI::App& root) {
       if (opt.model.empty()) throw InputError("fit: missing --model (a model id, a config.json path, or a .gguf file)");
       records = planner::plan_fit(cat, opt, dev);
     }
-    emit(reports::render_fit(records, format));
+    emit(reports::render_fit(records, format, stdout_wants_colour()));
     return 0;
   };
   return {app, run};

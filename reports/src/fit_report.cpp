@@ -91,7 +91,7 @@ json fits_to_json(const std::vector<planner::FitRecord>& records) {
   return json{{"records", a}};
 }
 
-Table fit_table(const std::vector<planner::FitRecord>& records) {
+Table fit_table(const std::vector<planner::FitRecord>& records, bool colour) {
   Table t;
   const bool with_device = !records.empty() && records.front().device.has_value();
   if (with_device)
@@ -113,6 +113,7 @@ Table fit_table(const std::vector<planner::FitRecord>& records) {
       const auto& m = r.memory;
       if (with_device) {
         std::string fits = r.fits ? (*r.fits ? "yes" : "NO") : "n/a";
+        if (colour && r.fits) fits = coloured(fits, *r.fits ? Colour::kGreen : Colour::kRed);
         t.rows.push_back({rec.quant, rec.framework, planner::to_string(rec.parallel), n(rec.count), n(r.concurrency),
                           n(r.context_tokens), gb(static_cast<double>(m.weights_bytes)), gb(static_cast<double>(m.kv_cache_bytes)),
                           gb(static_cast<double>(m.activation_bytes)), gb(static_cast<double>(m.overhead_bytes)),
@@ -139,9 +140,9 @@ Table fit_table(const std::vector<planner::FitRecord>& records) {
   return t;
 }
 
-std::string render_fit(const std::vector<planner::FitRecord>& records, Format f) {
+std::string render_fit(const std::vector<planner::FitRecord>& records, Format f, bool colour) {
   if (f == Format::kJson) return fits_to_json(records).dump(2) + "\n";
-  Table t = fit_table(records);
+  Table t = fit_table(records, colour && f == Format::kTable);
   if (f == Format::kCsv) {
     for (auto& h : t.headers) {
       auto pos = h.find(" GB");

@@ -23,6 +23,11 @@ std::string fixed(double v, int decimals) {
   return buf;
 }
 
+std::string coloured(const std::string& text, Colour c) {
+  const char* code = c == Colour::kRed ? "31" : c == Colour::kGreen ? "32" : "33";
+  return std::string("\x1b[") + code + "m" + text + "\x1b[0m";
+}
+
 std::string gb(double bytes) { return fixed(bytes / 1e9, bytes < 10e9 ? 2 : 1); }
 
 namespace {
@@ -36,7 +41,13 @@ std::string csv_cell(const std::string& s) {
 
 std::size_t display_width(const std::string& s) {
   std::size_t n = 0;
-  for (unsigned char c : s) n += (c & 0xC0) != 0x80;  // count UTF-8 code points
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\x1b') {  // ANSI colour sequence: ESC [ ... m takes no columns
+      while (i < s.size() && s[i] != 'm') ++i;
+      continue;
+    }
+    n += (static_cast<unsigned char>(s[i]) & 0xC0) != 0x80;  // count UTF-8 code points
+  }
   return n;
 }
 

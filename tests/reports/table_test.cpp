@@ -44,3 +44,17 @@ TEST(Table, UnknownFormatIsRejected) { EXPECT_THROW(parse_format("xml"), InputEr
 
 }  // namespace
 }  // namespace deepfit::reports
+
+namespace deepfit::reports {
+namespace {
+
+TEST(Table, ColourCodesTakeNoColumns) {
+  Table t;
+  t.headers = {"fits", "x"};
+  t.rows = {{coloured("NO", Colour::kRed), "1"}, {"yes", "2"}};
+  // "NO" pads to the width of "fits" exactly as a plain cell would.
+  EXPECT_EQ(render(t, Format::kTable), "fits  x\n----  -\n\x1b[31mNO\x1b[0m    1\nyes   2\n");
+}
+
+}  // namespace
+}  // namespace deepfit::reports

@@ -15,7 +15,8 @@ namespace deepfit::reports {
 nlohmann::json fit_to_json(const planner::FitRecord& r);
 // One record: the record itself; several (one per quantization): {"records": [...]}.
 nlohmann::json fits_to_json(const std::vector<planner::FitRecord>& records);
-Table fit_table(const std::vector<planner::FitRecord>& records);
-std::string render_fit(const std::vector<planner::FitRecord>& records, Format f);
+Table fit_table(const std::vector<planner::FitRecord>& records, bool colour = false);
+// `colour`: ANSI colours in the text table (the CLI passes true only on a TTY without NO_COLOR).
+std::string render_fit(const std::vector<planner::FitRecord>& records, Format f, bool colour = false);
 
 }  // namespace deepfit::reports

@@ -19,6 +19,10 @@ struct Table {
 
 std::string render(const Table& t, Format f);
 
+// ANSI colour for a terminal cell; callers use it only when stdout is a TTY and NO_COLOR is unset.
+enum class Colour { kRed, kGreen, kYellow };
+std::string coloured(const std::string& text, Colour c);
+
 // Formatting helpers: bytes as GB (1e9) with one or two decimals; "n/a" for missing values.
 std::string gb(double bytes);
 std::string fixed(double v, int decimals);
