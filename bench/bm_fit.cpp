@@ -2,6 +2,8 @@
 // and the whole-catalog load, timed in process (the CLI's start-up is measured with hyperfine, see README).
 #include <benchmark/benchmark.h>
 
+#include "harness/provenance.h"
+
 #include "planner/catalog.h"
 #include "planner/fit.h"
 
@@ -77,4 +79,11 @@ BENCHMARK(BM_catalog_load)->Name("BM_catalog/load/files:all")->Unit(benchmark::k
 
 }  // namespace
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
+  deepfit::bench::add_provenance();
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -3,6 +3,8 @@
 // against an independent FMA loop. Run both in one process, interleaved; compare the medians.
 #include <benchmark/benchmark.h>
 
+#include "harness/provenance.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -140,4 +142,11 @@ BENCHMARK(BM_fma_independent)->Name("BM_fma_fp32/independent/iters:1000000")->Ar
 
 }  // namespace
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
+  deepfit::bench::add_provenance();
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
