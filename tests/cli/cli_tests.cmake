@@ -122,3 +122,8 @@ deepfit_cli_case(regress_malformed 2 ARGS regress ${_bench}/base.json ${_bench}/
 deepfit_cli_case(regress_bad_unit 2 ARGS regress ${_bench}/base.json ${_bench}/bad_unit.json STDERR "time_unit" EMPTY)
 deepfit_cli_case(regress_no_benchmarks 2 ARGS regress ${_bench}/empty.json ${_bench}/base.json STDERR "no benchmarks" EMPTY)
 deepfit_cli_case(regress_md 1 ARGS regress ${_bench}/base.json ${_bench}/slow.json --format md STDOUT "| BM_a/x:1")
+
+# validate: the shipped reference evaluates; a malformed line is reported with its number, exit 1.
+set(_ref ${PROJECT_SOURCE_DIR}/tests/fixtures/reference)
+deepfit_cli_case(validate_bad_line 1 ARGS validate --reference ${_ref}/two_rows_one_bad.jsonl STDERR "line 2: malformed JSON")
+deepfit_cli_case(validate_missing_file 2 ARGS validate --reference ${_ref}/no_such.jsonl STDERR "cannot open" EMPTY)

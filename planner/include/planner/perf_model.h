@@ -1,0 +1,45 @@
+// The performance model's core: time of a decode step and of a prefill pass from the roofline of
+// each device (bytes over bandwidth, FLOPs over the peak of the compute dtype, each times an
+// achievable fraction) plus a per-step overhead. Work is counted from the stored tensors, so the
+// quantization, sharding and MoE expert reuse of `fit` apply unchanged.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "planner/capacity.h"
+
+namespace deepfit::planner {
+
+// Achievable fractions of peak and a fixed cost per step; 1, 1, 0 is the pure datasheet roofline.
+struct PerfParams {
+  double bandwidth_fraction = 1.0;
+  double compute_fraction = 1.0;
+  double step_overhead_s = 0.0;
+};
+
+struct PhaseCost {
+  double seconds = 0;
+  double weight_bytes = 0;   // read per device per step (busiest device, summed over pipeline stages)
+  double kv_bytes = 0;
+  double flops = 0;          // per device
+  double memory_seconds = 0, compute_seconds = 0;
+  std::string bottleneck;    // "memory" or "compute"
+  std::string compute_dtype; // peak used for the FLOPs
+};
+
+// Expected distinct experts a layer reads when `batch` tokens each pick k of E uniformly:
+// E * (1 - (1 - k/E)^batch).
+double expected_experts(std::int64_t num_experts, std::int64_t top_k, std::int64_t batch);
+
+// Which peak the device uses for this weight format, and its TFLOP/s; nullopt when the record has
+// no usable peak (then compute time is unknown).
+std::optional<std::pair<std::string, double>> compute_peak(const hwdb::Device& d, const std::string& weight_format);
+
+// One decode step for `batch` sequences at `context_tokens` positions each, on the busiest DP rank.
+PhaseCost decode_step(const FitSetup& s, const PerfParams& p, std::int64_t batch, std::int64_t context_tokens);
+// Prefill of `tokens` new tokens (one sequence, after `context_tokens` already cached).
+PhaseCost prefill(const FitSetup& s, const PerfParams& p, std::int64_t tokens, std::int64_t context_tokens);
+
+}  // namespace deepfit::planner

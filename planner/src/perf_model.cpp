@@ -1,0 +1,164 @@
+// Decode/prefill roofline (see perf_model.h).
+#include "planner/perf_model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+
+#include "kernels/error.h"
+
+namespace deepfit::planner {
+namespace {
+
+bool ends_with(const std::string& s, const char* suffix) {
+  const std::string x(suffix);
+  return s.size() >= x.size() && s.compare(s.size() - x.size(), x.size(), x) == 0;
+}
+
+// Per-device share of a tensor under the plan (the same rules as the memory planner).
+double share(const Tensor& t, const ModelSpec& m, const ParallelPlan& p) {
+  if (t.role == TensorRole::kRoutedExpert) return p.ep > 1 ? 1.0 / static_cast<double>(p.ep) : 1.0 / static_cast<double>(p.tp);
+  const bool replicated = !t.is_matrix() || t.role == TensorRole::kRouter || t.role == TensorRole::kIndexer ||
+                          t.role == TensorRole::kNorm || ends_with(t.name, "attn_q_a.weight") ||
+                          ends_with(t.name, "attn_kv_a_mqa.weight");
+  if (replicated) return 1.0;
+  (void)m;
+  return 1.0 / static_cast<double>(p.tp);
+}
+
+// Dominant weight format (by bytes) of the matrices a token multiplies.
+std::string dominant_format(const StoredModel& st) {
+  std::map<std::string, double> by;
+  for (const auto& t : st.tensors)
+    if (t.tensor.is_matrix() && t.tensor.role != TensorRole::kEmbedding) by[t.format] += static_cast<double>(t.bytes);
+  std::string best;
+  double most = -1;
+  for (const auto& [f, b] : by)
+    if (b > most) {
+      most = b;
+      best = f;
+    }
+  return best;
+}
+
+// Active parameters a token multiplies with (embedding rows are gathers, not products).
+double matmul_params(const StoredModel& st, const ModelSpec& m, std::int64_t batch, bool mtp) {
+  double n = 0;
+  for (const auto& t : st.tensors) {
+    if (!t.tensor.is_matrix() || t.tensor.role == TensorRole::kEmbedding || (t.tensor.mtp && !mtp)) continue;
+    const double e = static_cast<double>(t.tensor.num_elements());
+    n += t.tensor.role == TensorRole::kRoutedExpert ? e / static_cast<double>(m.num_experts) * static_cast<double>(m.top_k) : e;
+  }
+  (void)batch;
+  return n;
+}
+
+PhaseCost finish(PhaseCost c, const hwdb::Device& d, const PerfParams& p, const std::string& fmt) {
+  c.memory_seconds = (c.weight_bytes + c.kv_bytes) / (d.memory_bandwidth_gbps * 1e9 * p.bandwidth_fraction);
+  auto peak = compute_peak(d, fmt);
+  if (peak) {
+    c.compute_dtype = peak->first;
+    c.compute_seconds = c.flops / (peak->second * 1e12 * p.compute_fraction);
+  }
+  c.bottleneck = c.compute_seconds > c.memory_seconds ? "compute" : "memory";
+  c.seconds = std::max(c.memory_seconds, c.compute_seconds) + p.step_overhead_s;
+  DEEPFIT_ASSERT(std::isfinite(c.seconds) && c.seconds > 0, "non-finite step time");
+  return c;
+}
+
+}  // namespace
+
+double expected_experts(std::int64_t num_experts, std::int64_t top_k, std::int64_t batch) {
+  const double E = static_cast<double>(num_experts), k = static_cast<double>(top_k);
+  return E * (1.0 - std::pow(1.0 - k / E, static_cast<double>(batch)));
+}
+
+std::optional<std::pair<std::string, double>> compute_peak(const hwdb::Device& d, const std::string& f) {
+  const auto& pk = d.peak_tflops;
+  auto pick = [](const char* name, const std::optional<double>& v) -> std::optional<std::pair<std::string, double>> {
+    if (v) return std::make_pair(std::string(name), *v);
+    return std::nullopt;
+  };
+  // Low-precision formats run at their own rate where the hardware has one; everything else is
+  // dequantized to 16 bits (GGUF k-quants in llama.cpp's GPU kernels, FP8 on A100) or, on CPUs,
+  // multiplied through int8 dot products (llama.cpp's quantized CPU path) when the record has them.
+  if ((f == "fp8_e4m3_b128" || f == "fp8_e4m3") && pk.fp8) return pick("fp8", pk.fp8);
+  if ((f == "nvfp4" || f == "mxfp4") && pk.fp4) return pick("fp4", pk.fp4);
+  const bool gguf_quant = f.rfind("q", 0) == 0 || f.rfind("iq", 0) == 0;
+  if (d.kind == hwdb::DeviceKind::kCpu) {
+    if (gguf_quant && pk.int8) return pick("int8", pk.int8);
+    if (pk.bf16 && f == "bf16") return pick("bf16", pk.bf16);
+    return pick("fp32", pk.fp32);
+  }
+  if (pk.bf16) return pick("bf16", pk.bf16);
+  if (pk.fp16) return pick("fp16", pk.fp16);
+  return pick("fp32", pk.fp32);
+}
+
+PhaseCost decode_step(const FitSetup& s, const PerfParams& p, std::int64_t batch, std::int64_t context_tokens) {
+  DEEPFIT_ASSERT(s.device && batch >= 1 && context_tokens >= 0, "decode_step needs a device and a batch");
+  const ModelSpec& m = *s.model;
+  PhaseCost c;
+  const double experts_read = m.is_moe() ? expected_experts(m.num_experts, m.top_k, batch) / static_cast<double>(m.num_experts) : 1.0;
+  for (const auto& t : s.stored->tensors) {
+    if (t.tensor.mtp && !s.mtp) continue;
+    if (t.tensor.role == TensorRole::kEmbedding) continue;  // a gather of `batch` rows: negligible
+    double bytes = static_cast<double>(t.bytes) * share(t.tensor, m, s.parallel);
+    if (t.tensor.role == TensorRole::kRoutedExpert) bytes *= experts_read;
+    c.weight_bytes += bytes;
+  }
+  // KV: every cached position per sequence (DSA: the indexer scans all, attention reads top-k).
+  const KvPerToken kv = kv_of(s);
+  const double layers = static_cast<double>(kv.num_full_layers + kv.num_window_layers);
+  double kv_per_seq = static_cast<double>(kv_bytes_per_sequence(kv, context_tokens, s.parallel.tp, 1.0));
+  if (m.dsa && context_tokens > m.index_top_k) {
+    const double attended = static_cast<double>(m.index_top_k) / static_cast<double>(context_tokens);
+    kv_per_seq = static_cast<double>(context_tokens) * layers *
+                 (static_cast<double>(kv.indexer_bytes_per_layer) + static_cast<double>(kv.attention_bytes_per_layer) * attended);
+  }
+  c.kv_bytes = kv_per_seq * static_cast<double>(batch);
+  // FLOPs: 2 per weight per token, plus attention over the context.
+  const double tp = static_cast<double>(s.parallel.tp);
+  c.flops = 2.0 * matmul_params(*s.stored, m, batch, s.mtp) * static_cast<double>(batch) / tp;
+  const double ctx = static_cast<double>(context_tokens);
+  double attn = 0;
+  if (m.mla) {
+    // Absorbed MLA: scores over (kv_lora + rope) and values over kv_lora, per head and position.
+    const double attended = m.dsa ? std::min(ctx, static_cast<double>(m.index_top_k)) : ctx;
+    attn = 2.0 * static_cast<double>(m.num_heads) / tp * attended * static_cast<double>(2 * m.kv_lora_rank + m.rope_head_dim);
+    if (m.dsa) attn += 2.0 * ctx * static_cast<double>(m.index_num_heads * m.index_head_dim);
+  } else {
+    attn = 4.0 * static_cast<double>(m.num_heads) / tp * ctx * static_cast<double>(m.head_dim);
+  }
+  c.flops += attn * layers * static_cast<double>(batch);
+  return finish(c, *s.device, p, dominant_format(*s.stored));
+}
+
+PhaseCost prefill(const FitSetup& s, const PerfParams& p, std::int64_t tokens, std::int64_t context_tokens) {
+  DEEPFIT_ASSERT(s.device && tokens >= 1 && context_tokens >= 0, "prefill needs a device and tokens");
+  const ModelSpec& m = *s.model;
+  PhaseCost c;
+  // Weights are read once per pass; at prefill batch sizes every expert is used.
+  for (const auto& t : s.stored->tensors) {
+    if ((t.tensor.mtp && !s.mtp) || t.tensor.role == TensorRole::kEmbedding) continue;
+    double bytes = static_cast<double>(t.bytes) * share(t.tensor, m, s.parallel);
+    if (t.tensor.role == TensorRole::kRoutedExpert) bytes *= expected_experts(m.num_experts, m.top_k, tokens) / static_cast<double>(m.num_experts);
+    c.weight_bytes += bytes;
+  }
+  const double tp = static_cast<double>(s.parallel.tp), n = static_cast<double>(tokens);
+  c.flops = 2.0 * matmul_params(*s.stored, m, tokens, s.mtp) * n / tp;
+  // Causal attention: token i attends to context + i positions (non-absorbed MLA uses per-head dims).
+  const double pairs = n * static_cast<double>(context_tokens) + n * (n + 1) / 2;
+  const KvPerToken kv = kv_of(s);
+  const double layers = static_cast<double>(kv.num_full_layers + kv.num_window_layers);
+  const double head_qk = m.mla ? static_cast<double>(m.nope_head_dim + m.rope_head_dim) : static_cast<double>(m.head_dim);
+  const double head_v = m.mla ? static_cast<double>(m.v_head_dim) : static_cast<double>(m.head_dim);
+  double attended_pairs = pairs;
+  if (m.dsa) attended_pairs = std::min(pairs, n * static_cast<double>(m.index_top_k));
+  c.flops += 2.0 * static_cast<double>(m.num_heads) / tp * attended_pairs * (head_qk + head_v) * layers;
+  if (m.dsa) c.flops += 2.0 * pairs * static_cast<double>(m.index_num_heads * m.index_head_dim) * layers;
+  c.kv_bytes = static_cast<double>(kv_bytes_per_sequence(kv, context_tokens + tokens, s.parallel.tp, 1.0));
+  return finish(c, *s.device, p, dominant_format(*s.stored));
+}
+
+}  // namespace deepfit::planner

@@ -1,0 +1,265 @@
+// Reference validation with leave-one-out calibration (see validate.h).
+#include "planner/validate.h"
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <variant>
+
+#include "hwdb/json_check.h"
+#include "kernels/error.h"
+#include "planner/perf_model.h"
+
+namespace deepfit::planner {
+namespace {
+
+using nlohmann::json;
+
+constexpr std::size_t kMinGroupRows = 3;  // fewer other rows: fall back to a wider group
+
+std::optional<std::int64_t> opt_int(const json& j, const char* k) {
+  if (!j.contains(k) || !j.at(k).is_number()) return std::nullopt;
+  return static_cast<std::int64_t>(j.at(k).get<double>());
+}
+std::string str(const json& j, const char* k) { return j.contains(k) && j.at(k).is_string() ? j.at(k).get<std::string>() : ""; }
+
+struct Candidate {
+  std::string id, metric, framework, kind;
+  double measured = 0, roofline = 0;
+  double units = 1;        // tokens per timed unit: 1 for decode, the prompt length for prefill
+  double layers = 0;       // decoder layers a token passes (per-layer overhead term)
+};
+
+// Calibration of one group: time = a * roofline_time + b * layers, fitted by least squares on
+// relative error, with a >= 1 (no faster than the datasheet roofline) and b >= 0.
+struct Fit {
+  double a = 1, b = 0;
+  std::size_t rows = 0;
+};
+
+Fit fit_group(const std::vector<const Candidate*>& g) {
+  double suu = 0, suv = 0, svv = 0, su = 0, sv = 0;
+  for (const Candidate* c : g) {
+    const double t = c->units / c->measured;       // measured seconds per unit
+    const double u = c->units / c->roofline / t;   // roofline seconds / measured
+    const double v = c->layers / t;
+    suu += u * u;
+    suv += u * v;
+    svv += v * v;
+    su += u;
+    sv += v;
+  }
+  auto loss = [&](double a, double b) { return a * a * suu + 2 * a * b * suv + b * b * svv - 2 * a * su - 2 * b * sv; };
+  Fit best{1, 0, g.size()};
+  double best_loss = loss(1, 0);
+  auto consider = [&](double a, double b) {
+    if (!(a >= 1) || !(b >= 0) || !std::isfinite(a) || !std::isfinite(b)) return;
+    const double l = loss(a, b);
+    if (l < best_loss) {
+      best_loss = l;
+      best = Fit{a, b, g.size()};
+    }
+  };
+  const double det = suu * svv - suv * suv;
+  if (det > 0) consider((su * svv - sv * suv) / det, (sv * suu - su * suv) / det);
+  if (suu > 0) consider(su / suu, 0);
+  if (svv > 0) consider(1, (sv - suv) / svv);
+  return best;
+}
+
+double predict_with(const Fit& f, const Candidate& c) {
+  const double t = f.a * c.units / c.roofline + f.b * c.layers;
+  return c.units / t;
+}
+
+// Maps one scenario to a roofline prediction, or says why it cannot.
+std::variant<Candidate, std::string> evaluate(const Catalog& cat, const json& r) {
+  Candidate c;
+  c.id = str(r, "id");
+  c.metric = str(r, "metric");
+  c.framework = str(r, "framework");
+  // Single-stream runs: concurrency 1, or unstated for the single-user tools (llama-bench, mlx).
+  const bool single_user_tool = c.framework == "llamacpp" || c.framework == "ik_llamacpp" || c.framework == "mlx";
+  const bool single = opt_int(r, "concurrency") ? *opt_int(r, "concurrency") <= 1 : single_user_tool;
+  if (!((c.metric == "decode_tok_s_per_user" || c.metric == "prefill_tok_s_total") && single))
+    return "metric " + c.metric + " at concurrency " + (r.contains("concurrency") ? r.at("concurrency").dump() : "null") +
+           " needs the serving model (batching, TTFT/TPOT), not built yet";
+  if (str(r, "offload") != "none") return "offload '" + str(r, "offload") + "': hybrid CPU+GPU runs are not modelled yet";
+  if (r.contains("mtp") && r.at("mtp").is_boolean() && r.at("mtp").get<bool>()) return "MTP speculative decoding is not modelled yet";
+  if (r.contains("parallel") && r.at("parallel").is_object() && r.at("parallel").contains("disaggregated") &&
+      r.at("parallel").at("disaggregated").is_boolean() && r.at("parallel").at("disaggregated").get<bool>())
+    return "disaggregated prefill/decode is not modelled yet";
+  const auto ids = cat.model_ids();
+  const std::string model_id = str(r, "model");
+  if (std::find(ids.begin(), ids.end(), model_id) == ids.end()) return "model '" + model_id + "' is not shipped";
+  const hwdb::Device* dev = cat.devices.find(str(r, "device"));
+  if (!dev) return "device '" + str(r, "device") + "' is not in the device database";
+  c.kind = hwdb::to_string(dev->kind);
+  std::string quant = str(r, "quant");
+  const bool gguf_fw = c.framework == "llamacpp" || c.framework == "ik_llamacpp";
+  if (gguf_fw && (quant == "fp16" || quant == "bf16")) quant = quant == "fp16" ? "f16-gguf" : "bf16-gguf";
+  const Scheme* scheme = nullptr;
+  for (const auto& s : cat.quants.schemes())
+    if (s.id == quant) scheme = &s;
+  if (!scheme) return "quantization '" + quant + "' has no scheme (e.g. unsloth's UD mixes have no published rule)";
+  std::string fw_id = c.framework == "ik_llamacpp" ? "llamacpp" : c.framework;
+  const Framework* fw = nullptr;
+  for (const auto& f : cat.frameworks.all())
+    if (f.id == fw_id) fw = &f;
+  if (!fw) return "framework '" + c.framework + "' has no profile";
+  const ModelSpec m = cat.model(model_id);
+  const StoredModel stored = store_model(m, *scheme, cat.quants);
+  FitSetup s;
+  s.model = &m;
+  s.stored = &stored;
+  s.scheme = scheme;
+  s.device = dev;
+  s.framework = fw;
+  s.count = opt_int(r, "count").value_or(1);
+  const json par = r.contains("parallel") && r.at("parallel").is_object() ? r.at("parallel") : json::object();
+  s.parallel = default_parallel(s.count, fw_id);
+  if (opt_int(par, "tp") || opt_int(par, "pp")) {
+    s.parallel.tp = opt_int(par, "tp").value_or(1);
+    s.parallel.pp = opt_int(par, "pp").value_or(1);
+    s.parallel.ep = opt_int(par, "ep").value_or(1);
+    s.parallel.dp = 1;
+  }
+  if (s.parallel.tp < 1 || m.num_heads % s.parallel.tp != 0) return "tp does not divide the heads";
+  std::string kv = str(r, "kv_dtype");
+  if (kv == "fp16") kv = "f16";
+  if (kv.empty() || (kv != "bf16" && kv != "f16" && kv != "fp8" && kv != "q8_0" && kv != "q4_0"))
+    kv = m.dsa ? fw->kv.default_dtype_dsa : fw->kv.default_dtype;
+  try {
+    s.kv_dtype = normalize_kv_dtype(kv, *fw);
+  } catch (const InputError& e) {
+    return std::string("kv dtype: ") + e.what();
+  }
+  if (!compute_peak(*dev, "bf16")) return "device record has no compute peak";
+  const PerfParams datasheet;
+  c.layers = static_cast<double>(m.num_layers);
+  if (c.metric == "decode_tok_s_per_user") {
+    const std::int64_t ctx = opt_int(r, "context_tokens").value_or(0) + opt_int(r, "output_tokens").value_or(0) / 2;
+    c.roofline = 1.0 / decode_step(s, datasheet, 1, ctx).seconds;
+  } else {
+    const auto in = opt_int(r, "input_tokens");
+    if (!in || *in < 1) return "prefill scenario without input_tokens";
+    c.roofline = static_cast<double>(*in) / prefill(s, datasheet, *in, opt_int(r, "context_tokens").value_or(0)).seconds;
+    c.units = static_cast<double>(*in);
+  }
+  c.measured = r.at("value").get<double>();
+  if (!(c.measured > 0)) return "measured value is not positive";
+  return c;
+}
+
+double median_of(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+}  // namespace
+
+Summary summarize(std::vector<double> e) {
+  Summary s;
+  s.n = e.size();
+  if (e.empty()) return s;
+  std::sort(e.begin(), e.end());
+  s.median_abs_error_pct = median_of(e);
+  // p90 by the nearest-rank rule.
+  s.p90_abs_error_pct = e[static_cast<std::size_t>(std::ceil(0.9 * static_cast<double>(e.size()))) - 1];
+  return s;
+}
+
+Validation validate_reference(const Catalog& cat, const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw InputError(path + ": cannot open the reference file");
+  Validation v;
+  std::vector<Candidate> cands;
+  std::string line;
+  int no = 0;
+  while (std::getline(in, line)) {
+    ++no;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    json r;
+    try {
+      r = json::parse(line);
+    } catch (const json::parse_error& e) {
+      v.malformed.push_back("line " + std::to_string(no) + ": malformed JSON");
+      continue;
+    }
+    if (!r.is_object() || !r.contains("id") || !r.at("id").is_string() || !r.contains("metric") || !r.contains("value") ||
+        !r.at("value").is_number()) {
+      v.malformed.push_back("line " + std::to_string(no) + ": expected an object with string id, metric and numeric value");
+      continue;
+    }
+    auto res = evaluate(cat, r);
+    if (auto* reason = std::get_if<std::string>(&res)) v.skipped.push_back({str(r, "id"), *reason});
+    else cands.push_back(std::get<Candidate>(res));
+  }
+  // Leave-one-out: each row's efficiency comes from the other rows of its group (framework,
+  // metric, device class), widening to (framework, metric), then (metric) when too few remain.
+  auto key3 = [](const Candidate& c) { return c.framework + "/" + c.metric + "/" + c.kind; };
+  auto key2 = [](const Candidate& c) { return c.framework + "/" + c.metric; };
+  auto key1 = [](const Candidate& c) { return c.metric; };
+  std::vector<std::function<std::string(const Candidate&)>> keys = {key3, key2, key1};
+  for (std::size_t i = 0; i < cands.size(); ++i) {
+    const Candidate& c = cands[i];
+    ValidationRow row{c.id, c.metric, c.framework, "", 0, c.measured, 0, c.roofline, ""};
+    for (const auto& key : keys) {
+      std::vector<const Candidate*> others;
+      for (std::size_t j = 0; j < cands.size(); ++j)
+        if (j != i && key(cands[j]) == key(c)) others.push_back(&cands[j]);
+      if (others.size() < kMinGroupRows) continue;
+      const Fit f = fit_group(others);
+      row.group = key(c);
+      row.predicted = predict_with(f, c);
+      row.basis = "roofline x " + std::to_string(f.a).substr(0, 5) + " + " + std::to_string(f.b * 1e6).substr(0, 6) +
+                  " us per layer, fitted on " + std::to_string(others.size()) + " other published measurements (" + row.group + ")";
+      break;
+    }
+    if (row.group.empty()) {
+      row.predicted = c.roofline;
+      row.basis = "datasheet roofline only";
+    }
+    row.error_pct = (row.predicted / row.measured - 1) * 100;
+    v.rows.push_back(row);
+  }
+  std::vector<double> all;
+  std::map<std::string, std::vector<double>> fw, mt;
+  for (const auto& r : v.rows) {
+    all.push_back(std::fabs(r.error_pct));
+    fw[r.framework].push_back(std::fabs(r.error_pct));
+    mt[r.metric].push_back(std::fabs(r.error_pct));
+  }
+  v.summary = summarize(all);
+  for (auto& [k, e] : fw) v.by_framework.push_back({k, summarize(e)});
+  for (auto& [k, e] : mt) v.by_metric.push_back({k, summarize(e)});
+  std::map<std::string, std::vector<const Candidate*>> groups;
+  for (const auto& c : cands) groups[key3(c)].push_back(&c);
+  for (auto& [k, g] : groups) {
+    const Fit f = fit_group(g);
+    v.fitted.push_back({k, Validation::GroupFit{f.a, f.b, f.rows}});
+  }
+  return v;
+}
+
+json validation_to_json(const Validation& v) {
+  auto sj = [](const Summary& s) {
+    return json{{"n", s.n}, {"median_abs_error_pct", s.median_abs_error_pct}, {"p90_abs_error_pct", s.p90_abs_error_pct}};
+  };
+  json rows = json::array(), skipped = json::array(), fw = json::object(), mt = json::object(), fitted = json::object();
+  for (const auto& r : v.rows)
+    rows.push_back({{"id", r.id}, {"metric", r.metric}, {"predicted", r.predicted}, {"measured", r.measured}, {"error_pct", r.error_pct},
+                    {"framework", r.framework}, {"roofline", r.roofline}, {"basis", r.basis}});
+  for (const auto& s : v.skipped) skipped.push_back({{"id", s.id}, {"reason", s.reason}});
+  for (const auto& [k, s] : v.by_framework) fw[k] = sj(s);
+  for (const auto& [k, s] : v.by_metric) mt[k] = sj(s);
+  for (const auto& [k, f] : v.fitted)
+    fitted[k] = {{"roofline_factor", f.roofline_factor}, {"per_layer_overhead_us", f.per_layer_overhead_s * 1e6}, {"rows", f.rows}};
+  return json{{"rows", rows}, {"skipped", skipped}, {"malformed", v.malformed}, {"summary", sj(v.summary)},
+              {"by_framework", fw}, {"by_metric", mt}, {"fitted_efficiency", fitted}};
+}
+
+}  // namespace deepfit::planner
