@@ -236,11 +236,25 @@ Validation validate_reference(const Catalog& cat, const std::string& path) {
   v.summary = summarize(all);
   for (auto& [k, e] : fw) v.by_framework.push_back({k, summarize(e)});
   for (auto& [k, e] : mt) v.by_metric.push_back({k, summarize(e)});
+  // Every group at every level, fitted on all its members, with its own leave-one-out error.
   std::map<std::string, std::vector<const Candidate*>> groups;
-  for (const auto& c : cands) groups[key3(c)].push_back(&c);
+  for (const auto& c : cands)
+    for (const auto& key : keys) groups[key(c)].push_back(&c);
   for (auto& [k, g] : groups) {
     const Fit f = fit_group(g);
-    v.fitted.push_back({k, Validation::GroupFit{f.a, f.b, f.rows}});
+    Validation::GroupFit gf{f.a, f.b, f.rows, std::nullopt, {}};
+    for (const Candidate* c : g) gf.ids.push_back(c->id);
+    if (g.size() > kMinGroupRows) {
+      std::vector<double> errs;
+      for (std::size_t i = 0; i < g.size(); ++i) {
+        std::vector<const Candidate*> others;
+        for (std::size_t j = 0; j < g.size(); ++j)
+          if (j != i) others.push_back(g[j]);
+        errs.push_back(std::fabs(predict_with(fit_group(others), *g[i]) / g[i]->measured - 1) * 100);
+      }
+      gf.loo_median_abs_error_pct = median_of(errs);
+    }
+    v.fitted.push_back({k, gf});
   }
   return v;
 }
@@ -257,9 +271,27 @@ json validation_to_json(const Validation& v) {
   for (const auto& [k, s] : v.by_framework) fw[k] = sj(s);
   for (const auto& [k, s] : v.by_metric) mt[k] = sj(s);
   for (const auto& [k, f] : v.fitted)
-    fitted[k] = {{"roofline_factor", f.roofline_factor}, {"per_layer_overhead_us", f.per_layer_overhead_s * 1e6}, {"rows", f.rows}};
+    fitted[k] = {{"roofline_factor", f.roofline_factor}, {"per_layer_overhead_us", f.per_layer_overhead_s * 1e6}, {"rows", f.rows},
+                 {"loo_median_abs_error_pct", f.loo_median_abs_error_pct ? json(*f.loo_median_abs_error_pct) : json(nullptr)}};
   return json{{"rows", rows}, {"skipped", skipped}, {"malformed", v.malformed}, {"summary", sj(v.summary)},
               {"by_framework", fw}, {"by_metric", mt}, {"fitted_efficiency", fitted}};
+}
+
+}  // namespace deepfit::planner
+
+namespace deepfit::planner {
+
+nlohmann::json calibration_to_json(const Validation& v, const std::string& reference_path) {
+  json groups = json::object();
+  for (const auto& [k, f] : v.fitted)
+    groups[k] = {{"roofline_factor", f.roofline_factor}, {"per_layer_overhead_us", f.per_layer_overhead_s * 1e6},
+                 {"rows", f.rows},
+                 {"loo_median_abs_error_pct", f.loo_median_abs_error_pct ? json(*f.loo_median_abs_error_pct) : json(nullptr)},
+                 {"ids", f.ids}};
+  return json{{"_comment", "written by `deepfit validate --reference " + reference_path +
+                               " --write-calibration`; time = roofline_factor x datasheet roofline + per_layer_overhead_us x layers"},
+              {"reference", reference_path},
+              {"groups", groups}};
 }
 
 }  // namespace deepfit::planner

@@ -16,8 +16,7 @@ json opt(const std::optional<T>& v) {
 }
 
 // Speed and cost come from the performance model, which `fit` does not run.
-constexpr const char* kSpeedNote =
-    "decode/prefill speed, TTFT/TPOT and cost are not computed by `fit`: the performance model (`deepfit predict`) is not built yet";
+constexpr const char* kSpeedNote = "speed, TTFT/TPOT and cost are computed by `deepfit predict`, not by `fit`";
 
 json result_json(const planner::FitRecord& rec, const planner::FitResult& r) {
   json j;
@@ -34,15 +33,31 @@ json result_json(const planner::FitRecord& rec, const planner::FitResult& r) {
   j["max_concurrency"] = opt(r.max_concurrency);
   j["max_context_tokens"] = opt(r.max_context_tokens);
   j["host_bytes"] = r.host_bytes;
-  for (const char* k : {"decode_tok_s_per_user", "output_tok_s_total", "output_tok_s_per_gpu", "prefill_tok_s_total",
-                        "ttft_ms", "tpot_ms", "bottleneck", "cost_usd_per_mtok_output"})
-    j[k] = nullptr;
-  j["basis"] = "memory: tensor inventory x storage format, " + rec.framework + " KV layout and reserve";
-  j["expected_error_pct"] = nullptr;
   json notes = r.notes;
+  if (r.speed) {
+    const planner::Speed& sp = *r.speed;
+    j["decode_tok_s_per_user"] = opt(sp.decode_tok_s_per_user);
+    j["output_tok_s_total"] = opt(sp.output_tok_s_total);
+    j["output_tok_s_per_gpu"] = opt(sp.output_tok_s_per_gpu);
+    j["prefill_tok_s_total"] = opt(sp.prefill_tok_s_total);
+    j["ttft_ms"] = opt(sp.ttft_ms);
+    j["tpot_ms"] = opt(sp.tpot_ms);
+    j["bottleneck"] = sp.bottleneck.empty() ? json(nullptr) : json(sp.bottleneck);
+    j["cost_usd_per_mtok_output"] = opt(sp.cost_usd_per_mtok_output);
+    j["served_concurrency"] = sp.served_concurrency;
+    j["basis"] = "memory: tensor inventory x storage format, " + rec.framework + " KV layout and reserve; speed: " +
+                 (sp.basis.empty() ? std::string("none") : sp.basis);
+    j["expected_error_pct"] = opt(sp.expected_error_pct);
+  } else {
+    for (const char* k : {"decode_tok_s_per_user", "output_tok_s_total", "output_tok_s_per_gpu", "prefill_tok_s_total",
+                          "ttft_ms", "tpot_ms", "bottleneck", "cost_usd_per_mtok_output"})
+      j[k] = nullptr;
+    j["basis"] = "memory: tensor inventory x storage format, " + rec.framework + " KV layout and reserve";
+    j["expected_error_pct"] = nullptr;
+    notes.push_back(kSpeedNote);
+    notes.push_back("expected_error_pct is null: no held-out check of memory predictions exists yet");
+  }
   if (!rec.device) notes.push_back("no --device given: memory needed only, no verdict");
-  notes.push_back(kSpeedNote);
-  notes.push_back("expected_error_pct is null: no held-out check of memory predictions exists yet");
   j["notes"] = notes;
   return j;
 }
@@ -177,6 +192,51 @@ std::string render_fit(const std::vector<planner::FitRecord>& records, Format f,
     if (f == Format::kMarkdown && !lines.empty()) out << "\n";
   }
   return out.str();
+}
+
+std::string render_predict(const std::vector<planner::FitRecord>& records, Format f) {
+  if (f == Format::kJson) return fits_to_json(records).dump(2) + "\n";
+  Table t;
+  t.headers = {"quant", "framework", "split", "count", "concurrency", "served", "tok/s/user", "tok/s total", "tok/s/GPU",
+               "TTFT ms", "TPOT ms", "$/M out", "bottleneck", "exp. error"};
+  t.right_align = {false, false, false, true, true, true, true, true, true, true, true, true, false, true};
+  auto o = [](const std::optional<double>& v, int d) { return v ? fixed(*v, d) : std::string("n/a"); };
+  auto raw = [](const std::optional<double>& v) { return v ? fixed(*v, 6) : std::string(); };
+  for (const auto& rec : records)
+    for (const auto& r : rec.results) {
+      const planner::Speed sp = r.speed.value_or(planner::Speed{});
+      const std::string err = sp.expected_error_pct ? "+/-" + fixed(*sp.expected_error_pct, 0) + "%" : "n/a";
+      t.rows.push_back({rec.quant, rec.framework, planner::to_string(rec.parallel), std::to_string(rec.count),
+                        std::to_string(r.concurrency), std::to_string(sp.served_concurrency), o(sp.decode_tok_s_per_user, 1),
+                        o(sp.output_tok_s_total, 1), o(sp.output_tok_s_per_gpu, 1), o(sp.ttft_ms, 1), o(sp.tpot_ms, 2),
+                        o(sp.cost_usd_per_mtok_output, 2), sp.bottleneck.empty() ? "n/a" : sp.bottleneck, err});
+      t.csv_rows.push_back({rec.quant, rec.framework, planner::to_string(rec.parallel), std::to_string(rec.count),
+                            std::to_string(r.concurrency), std::to_string(sp.served_concurrency), raw(sp.decode_tok_s_per_user),
+                            raw(sp.output_tok_s_total), raw(sp.output_tok_s_per_gpu), raw(sp.ttft_ms), raw(sp.tpot_ms),
+                            raw(sp.cost_usd_per_mtok_output), sp.bottleneck, raw(sp.expected_error_pct)});
+    }
+  if (f == Format::kCsv) {
+    t.headers = {"quant", "framework", "split", "count", "concurrency", "served_concurrency", "decode_tok_s_per_user",
+                 "output_tok_s_total", "output_tok_s_per_gpu", "ttft_ms", "tpot_ms", "cost_usd_per_mtok_output", "bottleneck",
+                 "expected_error_pct"};
+    return render(t, f);
+  }
+  std::string out = render(t, f);
+  std::vector<std::string> lines;
+  for (const auto& rec : records) {
+    for (const auto& r : rec.results) {
+      if (r.speed && !r.speed->basis.empty()) {
+        std::string b = "basis (" + rec.quant + "): " + r.speed->basis;
+        if (std::find(lines.begin(), lines.end(), b) == lines.end()) lines.push_back(b);
+      }
+      for (const auto& n : r.notes)
+        if (std::find(lines.begin(), lines.end(), n) == lines.end()) lines.push_back(n);
+    }
+    for (const auto& n : rec.notes)
+      if (std::find(lines.begin(), lines.end(), n) == lines.end()) lines.push_back(n);
+  }
+  for (const auto& l : lines) out += (f == Format::kMarkdown ? "- " : "note: ") + l + "\n";
+  return out;
 }
 
 }  // namespace deepfit::reports

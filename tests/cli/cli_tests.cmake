@@ -127,3 +127,10 @@ deepfit_cli_case(regress_md 1 ARGS regress ${_bench}/base.json ${_bench}/slow.js
 set(_ref ${PROJECT_SOURCE_DIR}/tests/fixtures/reference)
 deepfit_cli_case(validate_bad_line 1 ARGS validate --reference ${_ref}/two_rows_one_bad.jsonl STDERR "line 2: malformed JSON")
 deepfit_cli_case(validate_missing_file 2 ARGS validate --reference ${_ref}/no_such.jsonl STDERR "cannot open" EMPTY)
+
+# predict: speed per concurrency; bad input exits 2.
+deepfit_cli_case(predict_json 0 ARGS predict --model llama-3-8b --quant q4_k_m --device rtx-4090 --concurrency 1,4 --format json
+                 STDOUT "\"tpot_ms\":" "\"expected_error_pct\":")
+deepfit_cli_case(predict_no_device 2 ARGS predict --model llama-3-8b STDERR "missing --device" EMPTY)
+deepfit_cli_case(predict_too_long 2 ARGS predict --model llama-3-8b --device rtx-4090 --input 8000 --output 1000 STDERR "exceed" EMPTY)
+deepfit_cli_case(predict_bad_concurrency 2 ARGS predict --model llama-3-8b --device rtx-4090 --concurrency 1,x STDERR "--concurrency" EMPTY)

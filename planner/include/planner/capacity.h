@@ -53,6 +53,16 @@ struct Memory {
   std::optional<std::int64_t> capacity_bytes_per_device;
 };
 
+// Serving speed and cost at one concurrency (filled by `predict`; absent in `fit`).
+struct Speed {
+  std::optional<double> decode_tok_s_per_user, output_tok_s_total, output_tok_s_per_gpu, prefill_tok_s_total;
+  std::optional<double> ttft_ms, tpot_ms, cost_usd_per_mtok_output;
+  std::string bottleneck;
+  std::string basis;
+  std::optional<double> expected_error_pct;
+  std::int64_t served_concurrency = 0;  // concurrency actually running (capped by KV capacity)
+};
+
 struct FitResult {
   std::int64_t concurrency = 1;
   std::int64_t context_tokens = 0;
@@ -62,6 +72,7 @@ struct FitResult {
   std::optional<std::int64_t> max_concurrency;     // at this context
   std::optional<std::int64_t> max_context_tokens;  // at this concurrency
   std::int64_t host_bytes = 0;
+  std::optional<Speed> speed;
   std::vector<std::string> notes;
 };
 

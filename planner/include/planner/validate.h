@@ -43,12 +43,16 @@ struct Validation {
   struct GroupFit {
     double roofline_factor = 1, per_layer_overhead_s = 0;
     std::size_t rows = 0;
+    std::optional<double> loo_median_abs_error_pct;  // each member predicted from the others
+    std::vector<std::string> ids;                    // the measurements it was fitted from
   };
   std::vector<std::pair<std::string, GroupFit>> fitted;
 };
 
 Validation validate_reference(const Catalog& cat, const std::string& path);
 nlohmann::json validation_to_json(const Validation& v);
+// The fitted groups as data/calibration.json (what `predict` reads), with the rows behind each.
+nlohmann::json calibration_to_json(const Validation& v, const std::string& reference_path);
 Summary summarize(std::vector<double> abs_errors);
 
 }  // namespace deepfit::planner

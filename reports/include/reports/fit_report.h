@@ -18,5 +18,7 @@ nlohmann::json fits_to_json(const std::vector<planner::FitRecord>& records);
 Table fit_table(const std::vector<planner::FitRecord>& records, bool colour = false);
 // `colour`: ANSI colours in the text table (the CLI passes true only on a TTY without NO_COLOR).
 std::string render_fit(const std::vector<planner::FitRecord>& records, Format f, bool colour = false);
+// `predict` view: speed and cost per concurrency (JSON is the same record as fit's, speed filled).
+std::string render_predict(const std::vector<planner::FitRecord>& records, Format f);
 
 }  // namespace deepfit::reports

@@ -1,0 +1,66 @@
+// `deepfit predict`: fit plus serving speed and cost per concurrency.
+#include <memory>
+
+#include "cli_common.h"
+#include "commands.h"
+#include "kernels/error.h"
+#include "planner/predict.h"
+#include "reports/fit_report.h"
+
+namespace deepfit::cli {
+
+Command add_predict_command(CLI::App& root) {
+  struct Args {
+    std::string model, count = "1", quant, kv_dtype, concurrency = "1,8,64", framework, parallel, offload = "none", format = "table";
+    std::string input = "1024", output = "256";
+    bool mtp = false;
+    DeviceOptions device;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* app = root.add_subcommand("predict", "decode/prefill speed, TTFT/TPOT and cost per concurrency, with basis and expected error");
+  app->add_option("--model", a->model, "model id or config.json path")->required();
+  a->device.add_to(*app);
+  app->add_option("--count", a->count, "devices: N or auto");
+  app->add_option("--quant", a->quant, "quantization scheme(s), comma-separated (default: the released format)");
+  app->add_option("--kv-dtype", a->kv_dtype, "KV cache dtype (default: the framework's)");
+  app->add_option("--concurrency", a->concurrency, "concurrent requests, comma-separated (default 1,8,64)");
+  app->add_option("--input", a->input, "input tokens per request (default 1024)");
+  app->add_option("--output", a->output, "output tokens per request (default 256)");
+  app->add_option("--framework", a->framework, "vllm, sglang, trtllm, llamacpp, mlx, ktransformers");
+  app->add_option("--parallel", a->parallel, "split, e.g. tp8, tp8ep8, tp1ep8dp8");
+  app->add_flag("--mtp", a->mtp, "load the MTP module");
+  app->add_option("--format", a->format, "table, json, md, csv");
+  return {app, [a]() {
+            const reports::Format f = reports::parse_format(a->format);
+            planner::Catalog cat = planner::Catalog::load(planner::data_root());
+            const std::optional<hwdb::Device> device = a->device.resolve(cat);
+            if (!device) throw InputError("predict: missing --device (speed depends on the hardware)");
+            if (a->mtp) throw InputError("--mtp: speculative decoding is not modelled yet (fit --mtp counts its memory)");
+            planner::FitOptions opt;
+            opt.model = a->model;
+            opt.count = a->count;
+            if (!a->framework.empty()) opt.framework = a->framework;
+            if (!a->kv_dtype.empty()) opt.kv_dtype = a->kv_dtype;
+            if (!a->parallel.empty()) opt.parallel = a->parallel;
+            opt.offload = a->offload;
+            opt.concurrency = parse_int_list(a->concurrency, "--concurrency", 1, 1 << 20);
+            if (!a->quant.empty()) {
+              std::size_t start = 0;
+              while (true) {
+                std::size_t comma = a->quant.find(',', start);
+                opt.quants.push_back(a->quant.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+                if (comma == std::string::npos) break;
+                start = comma + 1;
+              }
+            }
+            planner::ServingOptions so;
+            so.input_tokens = parse_tokens(a->input, "--input", 1, 1LL << 24);
+            so.output_tokens = parse_tokens(a->output, "--output", 1, 1LL << 24);
+            const planner::CalibrationDb cal = planner::CalibrationDb::load(cat.root() + "/data/calibration.json");
+            const auto records = planner::plan_predict(cat, cal, opt, so, *device);
+            emit(reports::render_predict(records, f));
+            return 0;
+          }};
+}
+
+}  // namespace deepfit::cli

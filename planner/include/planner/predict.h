@@ -1,0 +1,50 @@
+// `deepfit predict`: for each concurrency, the memory verdict of `fit` plus serving speed and
+// cost from the performance model, calibrated with data/calibration.json (fitted by `validate`
+// from published measurements). Every result states its basis and its expected error.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "planner/fit.h"
+#include "planner/perf_model.h"
+
+namespace deepfit::planner {
+
+struct CalibrationGroup {
+  double roofline_factor = 1, per_layer_overhead_s = 0;
+  std::size_t rows = 0;
+  std::optional<double> loo_median_abs_error_pct;
+};
+
+class CalibrationDb {
+ public:
+  static CalibrationDb load(const std::string& path);  // strict; InputError with the JSON path
+  // The narrowest group with a leave-one-out error: framework/metric/device-kind, then
+  // framework/metric, then metric. nullopt: datasheet roofline only. `key` receives the group name.
+  std::optional<CalibrationGroup> find(const std::string& framework, const std::string& metric, const std::string& kind,
+                                       std::string* key) const;
+
+ private:
+  std::map<std::string, CalibrationGroup> groups_;
+};
+
+struct ServingOptions {
+  std::int64_t input_tokens = 1024;
+  std::int64_t output_tokens = 256;
+};
+
+// Fills the speed fields of each result of `rec` (computed by plan_fit with a device).
+void predict_speed(const Catalog& cat, const CalibrationDb& cal, FitRecord& rec, const ServingOptions& so,
+                   const FitSetup& setup);
+
+// fit + speed for every quantization asked for.
+std::vector<FitRecord> plan_predict(const Catalog& cat, const CalibrationDb& cal, const FitOptions& opt, const ServingOptions& so,
+                                    const hwdb::Device& device);
+
+}  // namespace deepfit::planner
