@@ -5,6 +5,7 @@
 #include "harness/provenance.h"
 
 #include "planner/catalog.h"
+#include "planner/compare.h"
 #include "planner/fit.h"
 
 namespace {
@@ -68,6 +69,24 @@ void BM_fit_full(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_fit_full)->Name("BM_fit/q4_k_m/config:h100x1_min_devices")->Unit(benchmark::kMicrosecond);
+
+// The full compare sweep of DeepSeek-V3.2: every device, counts 1-8, five quantizations,
+// TP and DP-attention layouts, eight concurrency levels.
+void BM_compare_sweep(benchmark::State& state) {
+  const Catalog& cat = catalog();
+  const CalibrationDb cal = CalibrationDb::load(cat.root() + "/data/calibration.json");
+  CompareOptions o;
+  o.model = "deepseek-v3.2";
+  o.concurrency = {1, 2, 4, 8, 16, 32, 64, 128};
+  std::size_t rows = 0;
+  for (auto _ : state) {
+    Comparison c = compare_setups(cat, cal, o);
+    rows += c.rows.size();
+    benchmark::DoNotOptimize(rows);
+  }
+  if (rows == 0) state.SkipWithError("compare produced no rows");
+}
+BENCHMARK(BM_compare_sweep)->Name("BM_compare/all_devices/model:deepseek-v3.2")->Unit(benchmark::kMillisecond);
 
 void BM_catalog_load(benchmark::State& state) {
   for (auto _ : state) {

@@ -85,6 +85,8 @@ void predict_speed(const Catalog& cat, const CalibrationDb& cal, FitRecord& rec,
   const auto dec_cal = cal.find(rec.framework, "decode_tok_s_per_user", kind, &dec_key);
   const auto pre_cal = cal.find(rec.framework, "prefill_tok_s_total", kind, &pre_key);
   const auto link = s.count > 1 ? link_gbps(d, s.count) : std::optional<double>(1.0);
+  // Prefill of one request does not depend on the concurrency: price it once.
+  std::optional<PhaseCost> pre;
   for (auto& r : rec.results) {
     Speed sp;
     const std::int64_t want = r.concurrency;
@@ -106,13 +108,13 @@ void predict_speed(const Catalog& cat, const CalibrationDb& cal, FitRecord& rec,
     const std::int64_t b = (sp.served_concurrency + s.parallel.dp - 1) / s.parallel.dp;
     const std::int64_t ctx = so.input_tokens + so.output_tokens / 2;
     const PhaseCost dec = decode_step(s, PerfParams{}, b, ctx);
-    const PhaseCost pre = prefill(s, PerfParams{}, so.input_tokens, 0);
+    if (!pre) pre = prefill(s, PerfParams{}, so.input_tokens, 0);
     const double a_d = dec_cal ? dec_cal->roofline_factor : 1.0, o_d = dec_cal ? dec_cal->per_layer_overhead_s : 0.0;
     const double a_p = pre_cal ? pre_cal->roofline_factor : 1.0, o_p = pre_cal ? pre_cal->per_layer_overhead_s : 0.0;
     const double comm_d = s.count > 1 ? comm_seconds(s, static_cast<double>(b), *link) : 0.0;
     const double comm_p = s.count > 1 ? comm_seconds(s, static_cast<double>(so.input_tokens), *link) : 0.0;
     const double t_dec = a_d * dec.seconds + o_d * layers + comm_d;
-    const double t_pre = a_p * pre.seconds + o_p * layers + comm_p;
+    const double t_pre = a_p * pre->seconds + o_p * layers + comm_p;
     // Continuous batching: each of the b sequences of a rank needs one prefill per output_tokens
     // steps, and prefill shares the device, so a user's token cadence includes that share.
     const double tpot = t_dec + static_cast<double>(b) * t_pre / static_cast<double>(so.output_tokens);

@@ -134,3 +134,6 @@ deepfit_cli_case(predict_json 0 ARGS predict --model llama-3-8b --quant q4_k_m -
 deepfit_cli_case(predict_no_device 2 ARGS predict --model llama-3-8b STDERR "missing --device" EMPTY)
 deepfit_cli_case(predict_too_long 2 ARGS predict --model llama-3-8b --device rtx-4090 --input 8000 --output 1000 STDERR "exceed" EMPTY)
 deepfit_cli_case(predict_bad_concurrency 2 ARGS predict --model llama-3-8b --device rtx-4090 --concurrency 1,x STDERR "--concurrency" EMPTY)
+deepfit_cli_case(compare_json 0 ARGS compare --model deepseek-v3.2 --devices h200-sxm,b200 --format json STDOUT "\"pareto\": true")
+deepfit_cli_case(compare_bad_device 2 ARGS compare --model deepseek-v3.2 --devices h200-sxm,h999 STDERR "unknown device" EMPTY)
+deepfit_cli_case(compare_bad_slo 2 ARGS compare --model deepseek-v3.2 --slo-tpot-ms fast STDERR "--slo-tpot-ms" EMPTY)
