@@ -12,7 +12,7 @@ namespace deepfit::cli {
 Command add_predict_command(CLI::App& root) {
   struct Args {
     std::string model, count = "1", quant, kv_dtype, concurrency = "1,8,64", framework, parallel, offload = "none", format = "table";
-    std::string input = "1024", output = "256";
+    std::string input = "1024", output = "256", context;
     bool mtp = false;
     DeviceOptions device;
   };
@@ -26,6 +26,7 @@ Command add_predict_command(CLI::App& root) {
   app->add_option("--concurrency", a->concurrency, "concurrent requests, comma-separated (default 1,8,64)");
   app->add_option("--input", a->input, "input tokens per request (default 1024)");
   app->add_option("--output", a->output, "output tokens per request (default 256)");
+  app->add_option("--context", a->context, "price decode at these KV positions (comma-separated, K suffix ok): cost vs token position");
   app->add_option("--framework", a->framework, "vllm, sglang, trtllm, llamacpp, mlx, ktransformers");
   app->add_option("--parallel", a->parallel, "split, e.g. tp8, tp8ep8, tp1ep8dp8");
   app->add_flag("--mtp", a->mtp, "load the MTP module");
@@ -57,7 +58,15 @@ Command add_predict_command(CLI::App& root) {
             so.input_tokens = parse_tokens(a->input, "--input", 1, 1LL << 24);
             so.output_tokens = parse_tokens(a->output, "--output", 1, 1LL << 24);
             const planner::CalibrationDb cal = planner::CalibrationDb::load(cat.root() + "/data/calibration.json");
-            const auto records = planner::plan_predict(cat, cal, opt, so, *device);
+            std::vector<planner::FitRecord> records;
+            if (a->context.empty()) {
+              records = planner::plan_predict(cat, cal, opt, so, *device);
+            } else {
+              for (std::int64_t ctx : parse_int_list(a->context, "--context", 1, 1LL << 26)) {
+                so.decode_context = ctx;
+                for (auto& r : planner::plan_predict(cat, cal, opt, so, *device)) records.push_back(std::move(r));
+              }
+            }
             emit(reports::render_predict(records, f));
             return 0;
           }};

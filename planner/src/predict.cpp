@@ -106,7 +106,7 @@ void predict_speed(const Catalog& cat, const CalibrationDb& cal, FitRecord& rec,
       continue;
     }
     const std::int64_t b = (sp.served_concurrency + s.parallel.dp - 1) / s.parallel.dp;
-    const std::int64_t ctx = so.input_tokens + so.output_tokens / 2;
+    const std::int64_t ctx = so.decode_context.value_or(so.input_tokens + so.output_tokens / 2);
     const PhaseCost dec = decode_step(s, PerfParams{}, b, ctx);
     if (!pre) pre = prefill(s, PerfParams{}, so.input_tokens, 0);
     const double a_d = dec_cal ? dec_cal->roofline_factor : 1.0, o_d = dec_cal ? dec_cal->per_layer_overhead_s : 0.0;
@@ -152,7 +152,7 @@ std::vector<FitRecord> plan_predict(const Catalog& cat, const CalibrationDb& cal
     throw InputError("--input/--output: " + std::to_string(so.input_tokens + so.output_tokens) + " tokens exceed " + m.display_name +
                      "'s maximum context of " + std::to_string(m.max_ctx_len));
   FitOptions fo = opt;
-  fo.context_tokens = so.input_tokens + so.output_tokens;
+  fo.context_tokens = std::max(so.input_tokens + so.output_tokens, so.decode_context.value_or(0));
   std::vector<std::string> quants = opt.quants.empty() ? std::vector<std::string>{m.released_format == "mxfp4" ? "mxfp4" : m.released_format == "fp8" ? "fp8" : "bf16"}
                                                        : opt.quants;
   std::vector<FitRecord> out;

@@ -197,9 +197,9 @@ std::string render_fit(const std::vector<planner::FitRecord>& records, Format f,
 std::string render_predict(const std::vector<planner::FitRecord>& records, Format f) {
   if (f == Format::kJson) return fits_to_json(records).dump(2) + "\n";
   Table t;
-  t.headers = {"quant", "framework", "split", "count", "concurrency", "served", "tok/s/user", "tok/s total", "tok/s/GPU",
+  t.headers = {"quant", "framework", "split", "count", "context", "concurrency", "served", "tok/s/user", "tok/s total", "tok/s/GPU",
                "TTFT ms", "TPOT ms", "$/M out", "bottleneck", "exp. error"};
-  t.right_align = {false, false, false, true, true, true, true, true, true, true, true, true, false, true};
+  t.right_align = {false, false, false, true, true, true, true, true, true, true, true, true, true, false, true};
   auto o = [](const std::optional<double>& v, int d) { return v ? fixed(*v, d) : std::string("n/a"); };
   auto raw = [](const std::optional<double>& v) { return v ? fixed(*v, 6) : std::string(); };
   for (const auto& rec : records)
@@ -207,16 +207,18 @@ std::string render_predict(const std::vector<planner::FitRecord>& records, Forma
       const planner::Speed sp = r.speed.value_or(planner::Speed{});
       const std::string err = sp.expected_error_pct ? "+/-" + fixed(*sp.expected_error_pct, 0) + "%" : "n/a";
       t.rows.push_back({rec.quant, rec.framework, planner::to_string(rec.parallel), std::to_string(rec.count),
-                        std::to_string(r.concurrency), std::to_string(sp.served_concurrency), o(sp.decode_tok_s_per_user, 1),
+                        std::to_string(r.context_tokens), std::to_string(r.concurrency), std::to_string(sp.served_concurrency),
+                        o(sp.decode_tok_s_per_user, 1),
                         o(sp.output_tok_s_total, 1), o(sp.output_tok_s_per_gpu, 1), o(sp.ttft_ms, 1), o(sp.tpot_ms, 2),
                         o(sp.cost_usd_per_mtok_output, 2), sp.bottleneck.empty() ? "n/a" : sp.bottleneck, err});
       t.csv_rows.push_back({rec.quant, rec.framework, planner::to_string(rec.parallel), std::to_string(rec.count),
-                            std::to_string(r.concurrency), std::to_string(sp.served_concurrency), raw(sp.decode_tok_s_per_user),
+                            std::to_string(r.context_tokens), std::to_string(r.concurrency), std::to_string(sp.served_concurrency),
+                            raw(sp.decode_tok_s_per_user),
                             raw(sp.output_tok_s_total), raw(sp.output_tok_s_per_gpu), raw(sp.ttft_ms), raw(sp.tpot_ms),
                             raw(sp.cost_usd_per_mtok_output), sp.bottleneck, raw(sp.expected_error_pct)});
     }
   if (f == Format::kCsv) {
-    t.headers = {"quant", "framework", "split", "count", "concurrency", "served_concurrency", "decode_tok_s_per_user",
+    t.headers = {"quant", "framework", "split", "count", "context_tokens", "concurrency", "served_concurrency", "decode_tok_s_per_user",
                  "output_tok_s_total", "output_tok_s_per_gpu", "ttft_ms", "tpot_ms", "cost_usd_per_mtok_output", "bottleneck",
                  "expected_error_pct"};
     return render(t, f);

@@ -37,6 +37,9 @@ class CalibrationDb {
 struct ServingOptions {
   std::int64_t input_tokens = 1024;
   std::int64_t output_tokens = 256;
+  // Price decode at this KV position instead of the request's average (input + output/2): the
+  // cost-per-token-position view of DeepSeek's V3.2 paper (Figure 3).
+  std::optional<std::int64_t> decode_context;
 };
 
 // Fills the speed fields of each result of `rec` (computed by plan_fit with a device).
