@@ -137,3 +137,5 @@ deepfit_cli_case(predict_bad_concurrency 2 ARGS predict --model llama-3-8b --dev
 deepfit_cli_case(compare_json 0 ARGS compare --model deepseek-v3.2 --devices h200-sxm,b200 --format json STDOUT "\"pareto\": true")
 deepfit_cli_case(compare_bad_device 2 ARGS compare --model deepseek-v3.2 --devices h200-sxm,h999 STDERR "unknown device" EMPTY)
 deepfit_cli_case(compare_bad_slo 2 ARGS compare --model deepseek-v3.2 --slo-tpot-ms fast STDERR "--slo-tpot-ms" EMPTY)
+deepfit_cli_case(predict_context 0 ARGS predict --model llama-3-8b --device rtx-4090 --quant q4_k_m --context 1K,4K --concurrency 1
+                 STDOUT "4096")
