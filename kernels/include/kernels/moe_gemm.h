@@ -20,7 +20,7 @@ namespace deepfit::kernels {
 // Like llama.cpp's q8_0 activations but with an fp32 scale, and per 32 where its q8_K (used for
 // k-quants) has one scale per 256: per 32 keeps one outlier from coarsening 255 neighbours.
 // Error: |scale * qs - x| <= scale / 2 per value, up to fp32 rounding of x * (1 / scale).
-// qs never holds -128, which the Q8_0 kernels rely on (see moe_gemm_blocked.cpp).
+// qs never holds -128, which the Q8_0 kernels rely on (see src/moe_gemm_avx512.inc).
 inline constexpr std::int64_t kActivationGroup = 32;
 
 // Read-only view of caller-owned quantized activations; spans must have exactly the sizes below.
@@ -53,6 +53,9 @@ void quantize_activations_q8(std::span<const float> x, std::int64_t batch, std::
 //   Entry checks (InputError, before anything is written): dimensions >= 0, cols a whole number of
 //     blocks, every span exactly its size, 0 <= n_begin <= n_end <= rows, y not overlapping x.
 //   Work per call: work_of(MatvecShape{batch, n_end - n_begin, cols, format}) (kernels/work.h).
+//   Blocked variants: 4 rows at a time; with batch > 1 each group of rows is read from memory
+//   once and reused from cache for every vector. A row's arithmetic does not depend on the slice
+//   or its place in it, so any split of the rows gives the same bits.
 
 // The specification: every weight dequantized by the reference codecs of quant_blocks.h (bf16 ->
 // fp32 for BF16), products and sums in double, rounded to fp32 once at the end. Every format.
