@@ -98,11 +98,4 @@ BENCHMARK(BM_catalog_load)->Name("BM_catalog/load/files:all")->Unit(benchmark::k
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
-  deepfit::bench::add_provenance();
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+int main(int argc, char** argv) { return deepfit::bench::run_benchmarks(argc, argv); }

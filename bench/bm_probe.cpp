@@ -142,11 +142,4 @@ BENCHMARK(BM_fma_independent)->Name("BM_fma_fp32/independent/iters:1000000")->Ar
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
-  deepfit::bench::add_provenance();
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+int main(int argc, char** argv) { return deepfit::bench::run_benchmarks(argc, argv); }

@@ -51,4 +51,13 @@ void add_provenance() {
   benchmark::AddCustomContext("utc_time", buf);
 }
 
+int run_benchmarks(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
+  add_provenance();
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
+
 }  // namespace deepfit::bench

@@ -10,4 +10,7 @@ namespace deepfit::bench {
 // benchmark::RunSpecifiedBenchmarks.
 void add_provenance();
 
+// Initialize, reject unknown flags (exit 2), add provenance, run, shut down: every bench main.
+int run_benchmarks(int argc, char** argv);
+
 }  // namespace deepfit::bench

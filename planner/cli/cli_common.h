@@ -18,6 +18,8 @@ namespace deepfit::cli {
 std::int64_t parse_tokens(const std::string& text, const std::string& flag, std::int64_t lo, std::int64_t hi);
 std::vector<std::int64_t> parse_int_list(const std::string& text, const std::string& flag, std::int64_t lo, std::int64_t hi);
 double parse_positive(const std::string& text, const std::string& flag);
+// "a,b,c" -> {"a", "b", "c"} (empty items kept, so the consumer rejects them by name).
+std::vector<std::string> split_list(const std::string& text);
 
 struct DeviceOptions {
   std::string device;

@@ -9,22 +9,6 @@
 #include "reports/table.h"
 
 namespace deepfit::cli {
-namespace {
-
-std::vector<std::string> split_list(const std::string& s) {
-  std::vector<std::string> out;
-  std::size_t start = 0;
-  while (true) {
-    std::size_t comma = s.find(',', start);
-    out.push_back(s.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
-    if (comma == std::string::npos) break;
-    start = comma + 1;
-  }
-  return out;
-}
-
-}  // namespace
-
 Command add_compare_command(CLI::App& root) {
   struct Args {
     std::string model, devices = "all", quants, max_count = "8", concurrency = "1,8,64", input = "1024", output = "256",

@@ -48,15 +48,7 @@ Command add_fit_command(CLI::App& root) {
     opt.mtp = a->mtp;
     opt.context_tokens = parse_tokens(a->context, "--context", 1, 1LL << 26);
     opt.concurrency = parse_int_list(a->concurrency, "--concurrency", 1, 1 << 24);
-    if (!a->quant.empty()) {
-      std::size_t start = 0;
-      while (true) {
-        std::size_t comma = a->quant.find(',', start);
-        opt.quants.push_back(a->quant.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
-        if (comma == std::string::npos) break;
-        start = comma + 1;
-      }
-    }
+    if (!a->quant.empty()) opt.quants = split_list(a->quant);
     const hwdb::Device* dev = device ? &*device : nullptr;
     std::vector<planner::FitRecord> records;
     const bool is_gguf = a->path.size() > 5 && a->path.compare(a->path.size() - 5, 5, ".gguf") == 0;

@@ -45,15 +45,7 @@ Command add_predict_command(CLI::App& root) {
             if (!a->parallel.empty()) opt.parallel = a->parallel;
             opt.offload = a->offload;
             opt.concurrency = parse_int_list(a->concurrency, "--concurrency", 1, 1 << 20);
-            if (!a->quant.empty()) {
-              std::size_t start = 0;
-              while (true) {
-                std::size_t comma = a->quant.find(',', start);
-                opt.quants.push_back(a->quant.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
-                if (comma == std::string::npos) break;
-                start = comma + 1;
-              }
-            }
+            if (!a->quant.empty()) opt.quants = split_list(a->quant);
             planner::ServingOptions so;
             so.input_tokens = parse_tokens(a->input, "--input", 1, 1LL << 24);
             so.output_tokens = parse_tokens(a->output, "--output", 1, 1LL << 24);

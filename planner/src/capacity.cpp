@@ -23,7 +23,8 @@ bool replicated_on_tp(const Tensor& t) {
   return ends_with(t.name, "attn_q_a.weight") || ends_with(t.name, "attn_kv_a_mqa.weight");
 }
 
-// Share of a tensor one device of its pipeline stage holds.
+}  // namespace
+
 double device_share(const Tensor& t, const ModelSpec& m, const ParallelPlan& p) {
   if (t.role == TensorRole::kRoutedExpert) return p.ep > 1 ? 1.0 / static_cast<double>(p.ep) : 1.0 / static_cast<double>(p.tp);
   if (replicated_on_tp(t)) return 1.0;
@@ -31,6 +32,8 @@ double device_share(const Tensor& t, const ModelSpec& m, const ParallelPlan& p) 
   if (kv_proj && p.tp > m.num_kv_heads) return 1.0 / static_cast<double>(m.num_kv_heads);  // KV heads replicated
   return 1.0 / static_cast<double>(p.tp);
 }
+
+namespace {
 
 // Pipeline stage of a tensor: layers split evenly in order; embedding on the first stage, the
 // final norm, the head and MTP on the last.

@@ -10,22 +10,6 @@
 namespace deepfit::planner {
 namespace {
 
-bool ends_with(const std::string& s, const char* suffix) {
-  const std::string x(suffix);
-  return s.size() >= x.size() && s.compare(s.size() - x.size(), x.size(), x) == 0;
-}
-
-// Per-device share of a tensor under the plan (the same rules as the memory planner).
-double share(const Tensor& t, const ModelSpec& m, const ParallelPlan& p) {
-  if (t.role == TensorRole::kRoutedExpert) return p.ep > 1 ? 1.0 / static_cast<double>(p.ep) : 1.0 / static_cast<double>(p.tp);
-  const bool replicated = !t.is_matrix() || t.role == TensorRole::kRouter || t.role == TensorRole::kIndexer ||
-                          t.role == TensorRole::kNorm || ends_with(t.name, "attn_q_a.weight") ||
-                          ends_with(t.name, "attn_kv_a_mqa.weight");
-  if (replicated) return 1.0;
-  (void)m;
-  return 1.0 / static_cast<double>(p.tp);
-}
-
 // Dominant weight format (by bytes) of the matrices a token multiplies.
 std::string dominant_format(const StoredModel& st) {
   std::map<std::string, double> by;
@@ -103,7 +87,7 @@ PhaseCost decode_step(const FitSetup& s, const PerfParams& p, std::int64_t batch
   for (const auto& t : s.stored->tensors) {
     if (t.tensor.mtp && !s.mtp) continue;
     if (t.tensor.role == TensorRole::kEmbedding) continue;  // a gather of `batch` rows: negligible
-    double bytes = static_cast<double>(t.bytes) * share(t.tensor, m, s.parallel);
+    double bytes = static_cast<double>(t.bytes) * device_share(t.tensor, m, s.parallel);
     if (t.tensor.role == TensorRole::kRoutedExpert) bytes *= experts_read;
     c.weight_bytes += bytes;
   }
@@ -141,7 +125,7 @@ PhaseCost prefill(const FitSetup& s, const PerfParams& p, std::int64_t tokens, s
   // Weights are read once per pass; at prefill batch sizes every expert is used.
   for (const auto& t : s.stored->tensors) {
     if ((t.tensor.mtp && !s.mtp) || t.tensor.role == TensorRole::kEmbedding) continue;
-    double bytes = static_cast<double>(t.bytes) * share(t.tensor, m, s.parallel);
+    double bytes = static_cast<double>(t.bytes) * device_share(t.tensor, m, s.parallel);
     if (t.tensor.role == TensorRole::kRoutedExpert) bytes *= expected_experts(m.num_experts, m.top_k, tokens) / static_cast<double>(m.num_experts);
     c.weight_bytes += bytes;
   }

@@ -76,6 +76,9 @@ struct FitResult {
   std::vector<std::string> notes;
 };
 
+// Share of a tensor that one device of its pipeline stage holds (and reads) under the plan.
+double device_share(const Tensor& t, const ModelSpec& m, const ParallelPlan& p);
+
 DeviceLoad device_load(const FitSetup& s);
 KvPerToken kv_of(const FitSetup& s);
 FitResult fit_one(const FitSetup& s, const DeviceLoad& load, const KvPerToken& kv, std::int64_t concurrency,
