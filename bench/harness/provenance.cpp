@@ -45,10 +45,7 @@ void add_provenance() {
   benchmark::AddCustomContext("topology", hwdb::Topology::host().describe());
   hwdb::CounterGroup g = hwdb::CounterGroup::open({"cycles", "instructions"});
   benchmark::AddCustomContext("hw_counters", g.available() ? "available" : g.unavailable_reason());
-  std::time_t t = std::time(nullptr);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
-  benchmark::AddCustomContext("utc_time", buf);
+  benchmark::AddCustomContext("utc_time", hwdb::utc_now());
 }
 
 int run_benchmarks(int argc, char** argv) {

@@ -2,6 +2,8 @@
 // access; nothing here runs code on the CPU to probe it (cpuid), the kernel's view is the one used.
 #include "hwdb/host_info.h"
 
+#include <ctime>
+
 #include <unistd.h>
 
 #include <charconv>
@@ -138,6 +140,17 @@ HostInfo host_info() {
     if (pages > 0 && page > 0) h.physical_memory_bytes = static_cast<std::int64_t>(pages) * page;
   }
   return h;
+}
+
+}  // namespace deepfit::hwdb
+
+namespace deepfit::hwdb {
+
+std::string utc_now() {
+  const std::time_t t = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return buf;
 }
 
 }  // namespace deepfit::hwdb

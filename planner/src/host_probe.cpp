@@ -161,13 +161,6 @@ std::optional<std::pair<json, double>> measure_compute(ThreadPool& pool, double 
   return std::make_pair(j, s.median);
 }
 
-std::string utc_now() {
-  std::time_t t = std::time(nullptr);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
-  return buf;
-}
-
 }  // namespace
 
 hwdb::Device probe_host(const ProbeConfig& cfg, const std::function<void(const std::string&)>& progress) {
@@ -181,7 +174,7 @@ hwdb::Device probe_host(const ProbeConfig& cfg, const std::function<void(const s
   const std::size_t n = static_cast<std::size_t>(array_bytes) / sizeof(double);
 
   json m;
-  m["date_utc"] = utc_now();
+  m["date_utc"] = hwdb::utc_now();
   m["topology"] = topo.describe();
   m["isa"] = info.isa ? hwdb::to_string(*info.isa) : "unknown";
   m["governor"] = info.governor ? json(*info.governor) : json(nullptr);

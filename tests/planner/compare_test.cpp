@@ -11,12 +11,8 @@
 namespace deepfit::planner {
 namespace {
 
+using test::calibration;
 using test::catalog;
-
-const CalibrationDb& calibration() {
-  static const CalibrationDb cal = CalibrationDb::load(std::string(DEEPFIT_SOURCE_DIR) + "/data/calibration.json");
-  return cal;
-}
 
 CompareOptions options() {
   CompareOptions o;

@@ -15,12 +15,8 @@
 namespace deepfit::planner {
 namespace {
 
+using test::calibration;
 using test::catalog;
-
-const CalibrationDb& calibration() {
-  static const CalibrationDb cal = CalibrationDb::load(std::string(DEEPFIT_SOURCE_DIR) + "/data/calibration.json");
-  return cal;
-}
 
 FitRecord one(const std::string& model, const std::string& quant, const std::string& device, const std::string& count,
               std::vector<std::int64_t> conc, const std::string& parallel = "") {

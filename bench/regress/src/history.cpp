@@ -8,6 +8,7 @@
 #include <ctime>
 #include <functional>
 
+#include "hwdb/host_info.h"
 #include "kernels/error.h"
 #include "regress/stats.h"
 
@@ -68,13 +69,6 @@ class Stmt {
   sqlite3_stmt* st_ = nullptr;
 };
 
-std::string utc_now() {
-  std::time_t t = std::time(nullptr);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
-  return buf;
-}
-
 }  // namespace
 
 HistoryDb::HistoryDb(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -116,7 +110,7 @@ std::int64_t HistoryDb::add(const BenchFile& file, const std::string& content, c
   impl_->exec("BEGIN IMMEDIATE");
   try {
     Stmt r(*impl_, "INSERT INTO runs(added_utc, commit_sha, source, machine, context, content_hash) VALUES (?1,?2,?3,?4,?5,?6)");
-    r.text(1, utc_now());
+    r.text(1, hwdb::utc_now());
     r.text(2, sha.empty() ? "unknown" : sha);
     r.text(3, file.path);
     r.text(4, machine);

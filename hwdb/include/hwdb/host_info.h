@@ -37,6 +37,9 @@ struct HostInfo {
 // throws for them (they are environment facts, not input).
 HostInfo host_info();
 
+// The host clock as ISO 8601 UTC ("2026-11-24T20:00:00Z"), for provenance and stored runs.
+std::string utc_now();
+
 // Pure parsers. Each looks at the first processor block's line whose key (text before ':', trimmed)
 // matches exactly, so "vmx flags" is not mistaken for "flags".
 std::optional<IsaFlags> parse_cpu_flags(const std::string& cpuinfo_text);
