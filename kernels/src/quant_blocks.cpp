@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <limits>
 #include <string>
 
 #include "kernels/error.h"
@@ -70,6 +71,54 @@ std::uint16_t fp32_to_bf16(float f) {
   // Adding 0x7FFF plus the lowest kept bit rounds to nearest even; a carry into the exponent is
   // the correct result, up to infinity for values past the largest bf16.
   return static_cast<std::uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+}
+
+// ---- FP8 e4m3
+
+float fp8_e4m3_to_fp32(std::uint8_t v) {
+  const bool negative = (v & 0x80u) != 0;
+  const unsigned exponent = (v >> 3) & 0xFu;
+  const unsigned mantissa = v & 0x7u;
+  float magnitude;
+  if (exponent == 0xFu && mantissa == 0x7u) {
+    magnitude = std::numeric_limits<float>::quiet_NaN();
+  } else if (exponent == 0) {
+    magnitude = std::ldexp(static_cast<float>(mantissa), -9);  // m/8 * 2^-6
+  } else {
+    magnitude = std::ldexp(static_cast<float>(8u + mantissa), static_cast<int>(exponent) - 10);
+  }
+  return negative ? -magnitude : magnitude;
+}
+
+std::uint8_t fp32_to_fp8_e4m3(float f) {
+  const std::uint8_t sign = std::signbit(f) ? 0x80u : 0x00u;
+  if (std::isnan(f)) return static_cast<std::uint8_t>(sign | 0x7Fu);
+  const float a = std::fabs(f);
+  // 464 is halfway between 448 and 480 (the next step were the format to continue): from there on
+  // round-to-nearest would leave the format, so it saturates.
+  if (a >= 464.0f) return static_cast<std::uint8_t>(sign | 0x7Eu);
+  // Round-half-even of a non-negative value that is exact in fp32 (a power-of-two scaling of a),
+  // written out so that the FPU rounding mode plays no part.
+  const auto round_half_even = [](float x) {
+    const float lower = std::floor(x);
+    const float diff = x - lower;
+    const bool odd = std::fmod(lower, 2.0f) != 0.0f;
+    return static_cast<unsigned>(lower) + ((diff > 0.5f || (diff == 0.5f && odd)) ? 1u : 0u);
+  };
+  constexpr float kMinNormal = 0x1p-6f;
+  if (a < kMinNormal) {
+    // Subnormal spacing is 2^-9; a result of 8 is the smallest normal, whose code is also 8.
+    return static_cast<std::uint8_t>(sign | round_half_even(std::ldexp(a, 9)));
+  }
+  int e2 = 0;
+  (void)std::frexp(a, &e2);  // a = fr * 2^e2, fr in [0.5, 1): the unbiased exponent is e2 - 1
+  int exponent = e2 - 1;
+  unsigned q = round_half_even(std::ldexp(a, 3 - exponent)) - 8u;  // 8 * (a / 2^e - 1)
+  if (q == 8u) {
+    q = 0;
+    ++exponent;
+  }
+  return static_cast<std::uint8_t>(sign | static_cast<unsigned>(exponent + 7) << 3 | q);
 }
 
 // ---- Q4_K scale packing

@@ -355,5 +355,54 @@ TEST(QuantizeQ4K, RejectsBadInput) {
   EXPECT_THAT([&] { quantize_row_q4_K_ref(x, q); }, testing::ThrowsMessage<InputError>(testing::HasSubstr("fp16")));
 }
 
+
+// ---- FP8 e4m3: decoded values from the format's definition (OCP FP8 spec, e4m3fn), and the
+// encoder checked against a brute-force nearest search over all 254 finite codes.
+TEST(Fp8E4m3, DecodesTheSpecificationsValues) {
+  EXPECT_EQ(fp8_e4m3_to_fp32(0x00), 0.0f);
+  EXPECT_TRUE(std::signbit(fp8_e4m3_to_fp32(0x80)));
+  EXPECT_EQ(fp8_e4m3_to_fp32(0x01), 0x1p-9f);       // smallest subnormal: 1/8 * 2^-6
+  EXPECT_EQ(fp8_e4m3_to_fp32(0x07), 7 * 0x1p-9f);   // largest subnormal
+  EXPECT_EQ(fp8_e4m3_to_fp32(0x08), 0x1p-6f);       // smallest normal
+  EXPECT_EQ(fp8_e4m3_to_fp32(0x38), 1.0f);          // exponent 7 = bias
+  EXPECT_EQ(fp8_e4m3_to_fp32(0x3C), 1.5f);
+  EXPECT_EQ(fp8_e4m3_to_fp32(0x7E), 448.0f);        // 2^8 * 1.75
+  EXPECT_EQ(fp8_e4m3_to_fp32(0xFE), -448.0f);
+  EXPECT_TRUE(std::isnan(fp8_e4m3_to_fp32(0x7F)));
+  EXPECT_TRUE(std::isnan(fp8_e4m3_to_fp32(0xFF)));
+}
+
+TEST(Fp8E4m3, EncoderRoundsToNearestEvenAndSaturates) {
+  for (unsigned v = 0; v < 256; ++v) {
+    const auto code = static_cast<std::uint8_t>(v);
+    if ((v & 0x7F) == 0x7F) continue;
+    EXPECT_EQ(fp32_to_fp8_e4m3(fp8_e4m3_to_fp32(code)), code) << "code " << v;
+  }
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> exponent(-12.0f, 9.5f);
+  for (int i = 0; i < 20000; ++i) {
+    const float x = std::exp2(exponent(rng)) * (i % 2 ? -1.0f : 1.0f);
+    // Brute force: the nearest finite code, ties to the even code (mantissa bit 0 clear); past 448
+    // every value saturates.
+    std::uint8_t best = 0;
+    float best_err = INFINITY;
+    for (unsigned v = 0; v < 256; ++v) {
+      if ((v & 0x7F) == 0x7F) continue;
+      const float err = std::fabs(fp8_e4m3_to_fp32(static_cast<std::uint8_t>(v)) - x);
+      if (err < best_err || (err == best_err && (v & 1u) == 0)) {
+        best_err = err;
+        best = static_cast<std::uint8_t>(v);
+      }
+    }
+    if (std::fabs(x) == 0.0f) continue;
+    EXPECT_EQ(fp8_e4m3_to_fp32(fp32_to_fp8_e4m3(x)), fp8_e4m3_to_fp32(best)) << x;
+  }
+  EXPECT_EQ(fp32_to_fp8_e4m3(1e6f), 0x7E);
+  EXPECT_EQ(fp32_to_fp8_e4m3(-INFINITY), 0xFE);
+  EXPECT_EQ(fp32_to_fp8_e4m3(0.5f * 0x1p-9f), 0x00);  // halfway to the smallest subnormal: even (0)
+  EXPECT_EQ(fp32_to_fp8_e4m3(1.5f * 0x1p-9f), 0x02);  // halfway between 1 and 2: even (2)
+  EXPECT_EQ(fp32_to_fp8_e4m3(1.0625f), 0x38);         // halfway between 1 and 1.125: even (1.0)
+}
+
 }  // namespace
 }  // namespace deepfit::kernels

@@ -27,6 +27,17 @@ float bf16_to_fp32(std::uint16_t b);
 // fp32 -> bf16 bits, rounding to nearest, ties to even; NaNs stay NaNs (quiet).
 std::uint16_t fp32_to_bf16(float f);
 
+// FP8 e4m3 ("e4m3fn" of the OCP FP8 spec, the format of DeepSeek's released weights and of FP8
+// KV caches): sign, 4 exponent bits with bias 7, 3 mantissa bits; no infinities; S.1111.111 is
+// NaN; the largest finite magnitude is 448 (S.1111.110); exponent 0 holds subnormals m/8 * 2^-6.
+// fp8 -> fp32 is exact for every byte.
+float fp8_e4m3_to_fp32(std::uint8_t v);
+// fp32 -> e4m3, rounding to nearest, ties to even. Magnitudes that round past 448 saturate to
+// +-448 (quantizers scale by amax / 448 first, so only rounding noise can reach it); NaN -> 0x7F
+// (or 0xFF with the sign); infinities saturate like any large value.
+std::uint8_t fp32_to_fp8_e4m3(float f);
+inline constexpr float kFp8E4m3Max = 448.0f;
+
 // ---- block_q8_0: 32 weights in 34 bytes.
 //   bytes 0-1   d, fp16 little-endian
 //   bytes 2-33  qs[32], int8
