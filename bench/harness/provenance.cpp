@@ -48,11 +48,26 @@ void add_provenance() {
   benchmark::AddCustomContext("utc_time", hwdb::utc_now());
 }
 
+std::vector<benchmark::BenchmarkReporter::Run> with_stable_names(const std::vector<benchmark::BenchmarkReporter::Run>& runs) {
+  std::vector<benchmark::BenchmarkReporter::Run> out = runs;
+  for (auto& r : out) {
+    r.run_name.min_warmup_time.clear();
+    r.run_name.time_type.clear();
+  }
+  return out;
+}
+
 int run_benchmarks(int argc, char** argv) {
+  bool file_out = false;
+  for (int i = 1; i < argc; ++i) file_out = file_out || std::string(argv[i]).rfind("--benchmark_out=", 0) == 0;
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
   add_provenance();
-  benchmark::RunSpecifiedBenchmarks();
+  benchmark::ConsoleReporter console;
+  benchmark::JSONReporter json;
+  StableNameReporter display(console), file(json);
+  if (file_out) benchmark::RunSpecifiedBenchmarks(&display, &file);
+  else benchmark::RunSpecifiedBenchmarks(&display);
   benchmark::Shutdown();
   return 0;
 }

@@ -1,10 +1,12 @@
 // Shared CLI helpers (see cli_common.h).
 #include "cli_common.h"
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <utility>
 
 #include <unistd.h>
 
@@ -113,6 +115,36 @@ void write_file_atomically(const std::string& path, const std::string& text) {
 bool stdout_wants_colour() {
   const char* no = std::getenv("NO_COLOR");
   return isatty(fileno(stdout)) && !(no && *no);
+}
+
+namespace {
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+std::string duration_text(double s) {
+  char buf[32];
+  if (s < 60) std::snprintf(buf, sizeof buf, "%.0f s", s);
+  else std::snprintf(buf, sizeof buf, "%dm%02ds", static_cast<int>(s / 60), static_cast<int>(s) % 60);
+  return buf;
+}
+}  // namespace
+
+Progress::Progress(std::string what, std::size_t total)
+    : what_(std::move(what)), total_(total), tty_(isatty(fileno(stderr)) != 0), start_s_(now_s()) {}
+
+void Progress::step(std::size_t done, const std::string& label) {
+  const double elapsed = now_s() - start_s_;
+  std::string left = "";
+  if (done > 0 && done < total_) left = ", about " + duration_text(elapsed / static_cast<double>(done) * static_cast<double>(total_ - done)) + " left";
+  const std::string line = what_ + ": " + std::to_string(done) + "/" + std::to_string(total_) + " " + label + " (" +
+                           duration_text(elapsed) + left + ")";
+  if (tty_) std::fprintf(stderr, "\r\033[K%s", line.c_str());
+  else std::fprintf(stderr, "%s\n", line.c_str());
+  std::fflush(stderr);
+}
+
+void Progress::finish() {
+  if (tty_) std::fprintf(stderr, "\n");
 }
 
 void emit(const std::string& text) {

@@ -2,6 +2,7 @@
 // one-run overrides, and output that is written whole or not at all.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -37,6 +38,23 @@ void write_file_atomically(const std::string& path, const std::string& text);
 
 // Colour only on a terminal, and never with NO_COLOR set (https://no-color.org convention).
 bool stdout_wants_colour();
+
+// Progress of long work on stderr (issue #6): on a terminal one line rewritten in place with what
+// runs, how far and the time left (from the mean time per finished step); otherwise one plain line
+// per step, so logs stay readable.
+class Progress {
+ public:
+  Progress(std::string what, std::size_t total);
+  // Step `done` (1-based) of `total` finished; `label` names what finished (or runs next).
+  void step(std::size_t done, const std::string& label);
+  void finish();  // ends the in-place line on a terminal
+
+ private:
+  std::string what_;
+  std::size_t total_;
+  bool tty_;
+  double start_s_;
+};
 
 // Writes `text` to stdout in one piece (so a failure never leaves half a document).
 void emit(const std::string& text);

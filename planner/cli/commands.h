@@ -25,6 +25,7 @@ Command add_history_command(CLI::App& root);
 Command add_validate_command(CLI::App& root);
 Command add_predict_command(CLI::App& root);
 Command add_compare_command(CLI::App& root);
+Command add_bench_command(CLI::App& root);
 
 // Prints a progress line on stderr.
 void progress_line(const std::string& line);

@@ -139,3 +139,13 @@ deepfit_cli_case(compare_bad_device 2 ARGS compare --model deepseek-v3.2 --devic
 deepfit_cli_case(compare_bad_slo 2 ARGS compare --model deepseek-v3.2 --slo-tpot-ms fast STDERR "--slo-tpot-ms" EMPTY)
 deepfit_cli_case(predict_context 0 ARGS predict --model llama-3-8b --device rtx-4090 --quant q4_k_m --context 1K,4K --concurrency 1
                  STDOUT "4096")
+
+# --- deepfit bench (issue #4): the suite's names, bad input, one small case really run ---
+deepfit_cli_case(bench_list 0 ARGS bench --list --filter "expert_gemv/q4_k/batch:1/"
+                 STDOUT "BM_expert_gemv/q4_k/batch:1/threads:1" "BM_expert_gemv/q4_k/batch:1/small" LACKS "min_warmup_time" "bf16")
+deepfit_cli_case(bench_bad_regex 2 ARGS bench --filter "gemv[" STDERR "--filter: 'gemv[' is not a valid regular expression" EMPTY)
+deepfit_cli_case(bench_no_match 2 ARGS bench --filter "no_such_op" STDERR "matches none of the" "deepfit bench --list" EMPTY)
+deepfit_cli_case(bench_bad_format 2 ARGS bench --format csv STDERR "--format: bench prints table or json" EMPTY)
+deepfit_cli_case(bench_small_json 0 ARGS bench --quick --min-time 0.001 --filter "expert_gemv/q8_0/batch:1/small" --format json
+                 STDOUT "\"run_name\": \"BM_expert_gemv/q8_0/batch:1/small\"" "\"git_commit\"" "\"hw_counters\"" "\"flops\""
+                 LACKS "manual_time" "error_occurred")
