@@ -77,7 +77,7 @@ Command add_bench_command(CLI::App& root) {
   struct Args {
     std::string filter = ".";
     bool quick = false, list = false;
-    std::string format = "table", out;
+    std::string format = "table", out, html;
     int repetitions = 0, threads = 0;
     double min_time_s = 0;
   };
@@ -88,6 +88,7 @@ Command add_bench_command(CLI::App& root) {
   app->add_flag("--list", a->list, "list the benchmark names and exit");
   app->add_option("--format", a->format, "table or json");
   app->add_option("--out", a->out, "also write the Google Benchmark JSON to this file");
+  app->add_option("--html", a->html, "also write an HTML report with the host roofline and the kernels' points");
   app->add_option("--repetitions", a->repetitions, "repetitions per benchmark (default 5, --quick 1)")->check(CLI::Range(1, 100));
   app->add_option("--threads", a->threads, "threads of the multi-threaded cases (default: one per core)")->check(CLI::Range(1, 1024));
   app->add_option("--min-time", a->min_time_s, "minimum seconds per repetition (default 0.5, --quick 0.05)")->check(CLI::Range(0.001, 60.0));
@@ -147,6 +148,7 @@ Command add_bench_command(CLI::App& root) {
             doc["deepfit_notes"] = summary.notes;
             const std::string json_text = doc.dump(2) + "\n";
             if (!a->out.empty()) write_file_atomically(a->out, json_text);
+            if (!a->html.empty()) write_html(a->html, {"deepfit bench", {}, {{"deepfit bench", doc}}});
             if (f == reports::Format::kJson) {
               emit(json_text);
             } else {

@@ -6,13 +6,14 @@
 #include "commands.h"
 #include "kernels/error.h"
 #include "planner/compare.h"
+#include "reports/fit_report.h"
 #include "reports/table.h"
 
 namespace deepfit::cli {
 Command add_compare_command(CLI::App& root) {
   struct Args {
     std::string model, devices = "all", quants, max_count = "8", concurrency = "1,8,64", input = "1024", output = "256",
-                       sort = "cost", slo_ttft, slo_tpot, format = "table", top = "40";
+                       sort = "cost", slo_ttft, slo_tpot, format = "table", top = "40", html;
   };
   auto a = std::make_shared<Args>();
   CLI::App* app = root.add_subcommand("compare", "configurations that fit, priced per concurrency, sorted, with the Pareto front");
@@ -28,6 +29,7 @@ Command add_compare_command(CLI::App& root) {
   app->add_option("--slo-tpot-ms", a->slo_tpot, "keep rows with TPOT at most this");
   app->add_option("--top", a->top, "rows shown in text formats (default 40; JSON has all)");
   app->add_option("--format", a->format, "table, json, md, csv");
+  app->add_option("--html", a->html, "also write an HTML report with the throughput and cost charts");
   return {app, [a]() {
             const reports::Format f = reports::parse_format(a->format);
             planner::Catalog cat = planner::Catalog::load(planner::data_root());
@@ -45,21 +47,10 @@ Command add_compare_command(CLI::App& root) {
             const std::int64_t top = parse_tokens(a->top, "--top", 1, 1 << 20);
             const planner::CalibrationDb cal = planner::CalibrationDb::load(cat.root() + "/data/calibration.json");
             const planner::Comparison c = planner::compare_setups(cat, cal, o);
-            auto opt = [](const std::optional<double>& v) { return v ? nlohmann::json(*v) : nlohmann::json(nullptr); };
+            if (!a->html.empty())
+              write_html(a->html, {"deepfit compare: " + a->model, {}, {{"deepfit compare --model " + a->model, reports::compare_to_json(a->model, c)}}});
             if (f == reports::Format::kJson) {
-              nlohmann::json rows = nlohmann::json::array();
-              for (const auto& r : c.rows)
-                rows.push_back({{"device", r.device}, {"quant", r.quant}, {"framework", r.framework}, {"parallel", r.parallel},
-                                {"count", r.count}, {"concurrency", r.concurrency}, {"served_concurrency", r.speed.served_concurrency},
-                                {"decode_tok_s_per_user", opt(r.speed.decode_tok_s_per_user)},
-                                {"output_tok_s_total", opt(r.speed.output_tok_s_total)},
-                                {"output_tok_s_per_gpu", opt(r.speed.output_tok_s_per_gpu)}, {"ttft_ms", opt(r.speed.ttft_ms)},
-                                {"tpot_ms", opt(r.speed.tpot_ms)}, {"cost_usd_per_mtok_output", opt(r.speed.cost_usd_per_mtok_output)},
-                                {"bottleneck", r.speed.bottleneck}, {"basis", r.speed.basis},
-                                {"expected_error_pct", opt(r.speed.expected_error_pct)}, {"pareto", r.pareto}});
-              emit(nlohmann::json{{"model", a->model}, {"rows", rows}, {"configs_tried", c.configs_tried},
-                                  {"configs_fit", c.configs_fit}, {"notes", c.notes}}
-                       .dump(2) + "\n");
+              emit(reports::compare_to_json(a->model, c).dump(2) + "\n");
               return 0;
             }
             reports::Table t;

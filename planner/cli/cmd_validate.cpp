@@ -13,19 +13,22 @@ namespace deepfit::cli {
 
 Command add_validate_command(CLI::App& root) {
   struct Args {
-    std::string reference, format = "table", write_calibration;
+    std::string reference, format = "table", write_calibration, html;
   };
   auto a = std::make_shared<Args>();
   CLI::App* app = root.add_subcommand("validate", "check the performance model against published measurements (leave-one-out)");
   app->add_option("--reference", a->reference, "scenarios, one JSON object per line (schema: ../shared/reference/README.md)")->required();
   app->add_option("--format", a->format, "table, json, md, csv");
   app->add_option("--write-calibration", a->write_calibration, "write the fitted groups (what predict uses), e.g. data/calibration.json");
+  app->add_option("--html", a->html, "also write an HTML report with the predicted-vs-measured chart");
   return {app, [a]() {
             const reports::Format f = reports::parse_format(a->format);
             planner::Catalog cat = planner::Catalog::load(planner::data_root());
             const planner::Validation v = planner::validate_reference(cat, a->reference);
             if (!a->write_calibration.empty())
               write_file_atomically(a->write_calibration, planner::calibration_to_json(v, a->reference).dump(1) + "\n");
+            if (!a->html.empty())
+              write_html(a->html, {"deepfit validate: " + a->reference, {}, {{a->reference, planner::validation_to_json(v)}}});
             for (const auto& m : v.malformed) std::fprintf(stderr, "error: %s: %s\n", a->reference.c_str(), m.c_str());
             if (f == reports::Format::kJson) {
               emit(planner::validation_to_json(v).dump(2) + "\n");

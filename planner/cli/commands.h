@@ -7,6 +7,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "reports/html_report.h"
+
 namespace deepfit::cli {
 
 struct Command {
@@ -26,6 +28,10 @@ Command add_validate_command(CLI::App& root);
 Command add_predict_command(CLI::App& root);
 Command add_compare_command(CLI::App& root);
 Command add_bench_command(CLI::App& root);
+Command add_report_command(CLI::App& root);
+
+// Writes the HTML report (reports/html_report.h) atomically and says where on stderr.
+void write_html(const std::string& path, const reports::ReportInput& in);
 
 // Prints a progress line on stderr.
 void progress_line(const std::string& line);

@@ -17,7 +17,7 @@ int main(int argc, char** argv) {
   std::vector<Command> commands = {add_fit_command(app), add_models_command(app), add_quants_command(app),
                                    add_devices_command(app), add_frameworks_command(app), add_probe_command(app),
                                    add_regress_command(app),  add_history_command(app), add_validate_command(app),
-                                   add_predict_command(app), add_compare_command(app), add_bench_command(app)};
+                                   add_predict_command(app), add_compare_command(app), add_bench_command(app), add_report_command(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

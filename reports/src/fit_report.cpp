@@ -242,3 +242,21 @@ std::string render_predict(const std::vector<planner::FitRecord>& records, Forma
 }
 
 }  // namespace deepfit::reports
+
+namespace deepfit::reports {
+
+nlohmann::json compare_to_json(const std::string& model, const planner::Comparison& c) {
+  nlohmann::json rows = nlohmann::json::array();
+  for (const auto& r : c.rows)
+    rows.push_back({{"device", r.device}, {"quant", r.quant}, {"framework", r.framework}, {"parallel", r.parallel},
+                    {"count", r.count}, {"concurrency", r.concurrency}, {"served_concurrency", r.speed.served_concurrency},
+                    {"decode_tok_s_per_user", opt(r.speed.decode_tok_s_per_user)},
+                    {"output_tok_s_total", opt(r.speed.output_tok_s_total)},
+                    {"output_tok_s_per_gpu", opt(r.speed.output_tok_s_per_gpu)}, {"ttft_ms", opt(r.speed.ttft_ms)},
+                    {"tpot_ms", opt(r.speed.tpot_ms)}, {"cost_usd_per_mtok_output", opt(r.speed.cost_usd_per_mtok_output)},
+                    {"bottleneck", r.speed.bottleneck}, {"basis", r.speed.basis},
+                    {"expected_error_pct", opt(r.speed.expected_error_pct)}, {"pareto", r.pareto}});
+  return {{"model", model}, {"rows", rows}, {"configs_tried", c.configs_tried}, {"configs_fit", c.configs_fit}, {"notes", c.notes}};
+}
+
+}  // namespace deepfit::reports

@@ -1,4 +1,5 @@
-// SVG line charts and the HTML page around them.
+// SVG line charts, the HTML page around them, and the axis helpers (svg_axes.h) that the other
+// charts in svg_charts.cpp share.
 #include "reports/svg_plot.h"
 
 #include <algorithm>
@@ -7,11 +8,15 @@
 #include <sstream>
 
 #include "kernels/error.h"
+#include "svg_axes.h"
 
 namespace deepfit::reports {
-namespace {
+namespace svg_detail {
 
-const char* kColours[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"};
+const char* colour(std::size_t k) {
+  static const char* const kColours[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"};
+  return kColours[k % 8];
+}
 
 std::string num(double v) {
   char buf[32];
@@ -27,7 +32,67 @@ std::string tick_label(double v) {
   return buf;
 }
 
-}  // namespace
+double AxisMap::operator()(double v) const {
+  const double a = log ? std::log10(v) : v, l = log ? std::log10(lo) : lo, h = log ? std::log10(hi) : hi;
+  return p_lo + (a - l) / (h - l) * (p_hi - p_lo);
+}
+
+Axis make_axis(double lo, double hi, bool log, double p_lo, double p_hi) {
+  Axis a{{lo, hi, log, p_lo, p_hi}, ticks(lo, hi, log)};
+  a.map.lo = std::min(lo, a.ticks.front());
+  a.map.hi = std::max(hi, a.ticks.back());
+  DEEPFIT_ASSERT(a.map.hi > a.map.lo, "axis range is empty");
+  return a;
+}
+
+void open_svg(std::ostream& o, double width, double height, const std::string& title) {
+  o << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height << "\" viewBox=\"0 0 " << width
+    << " " << height << "\" role=\"img\" aria-label=\"" << xml_escape(title) << "\">\n";
+  o << "<text x=\"" << num(width / 2) << "\" y=\"18\" text-anchor=\"middle\" font-size=\"14\">" << xml_escape(title) << "</text>\n";
+}
+
+void close_with_no_data(std::ostream& o, double width, double height, const std::string& text) {
+  o << "<text class=\"no-data\" x=\"" << num(width / 2) << "\" y=\"" << num(height / 2) << "\" text-anchor=\"middle\">"
+    << xml_escape(text) << "</text>\n</svg>\n";
+}
+
+void draw_axis_lines(std::ostream& o, const PlotArea& a) {
+  o << "<g class=\"axes\" stroke=\"#333\" fill=\"none\"><line x1=\"" << a.left << "\" y1=\"" << a.bottom << "\" x2=\"" << a.right
+    << "\" y2=\"" << a.bottom << "\"/><line x1=\"" << a.left << "\" y1=\"" << a.top << "\" x2=\"" << a.left << "\" y2=\"" << a.bottom
+    << "\"/></g>\n";
+}
+
+void draw_ticks(std::ostream& o, const PlotArea& a, const Axis* x, bool x_grid, const Axis* y) {
+  o << "<g class=\"ticks\" font-size=\"11\" fill=\"#333\">\n";
+  if (x)
+    for (double v : x->ticks) {
+      o << "<text x=\"" << num(x->map(v)) << "\" y=\"" << num(a.bottom + 16) << "\" text-anchor=\"middle\">" << tick_label(v) << "</text>\n";
+      if (x_grid)
+        o << "<line x1=\"" << num(x->map(v)) << "\" y1=\"" << a.top << "\" x2=\"" << num(x->map(v)) << "\" y2=\"" << a.bottom
+          << "\" stroke=\"#eee\"/>\n";
+    }
+  if (y)
+    for (double v : y->ticks) {
+      o << "<text x=\"" << num(a.left - 6) << "\" y=\"" << num(y->map(v) + 4) << "\" text-anchor=\"end\">" << tick_label(v) << "</text>\n";
+      o << "<line x1=\"" << a.left << "\" y1=\"" << num(y->map(v)) << "\" x2=\"" << a.right << "\" y2=\"" << num(y->map(v))
+        << "\" stroke=\"#eee\"/>\n";
+    }
+  o << "</g>\n";
+}
+
+void draw_x_label(std::ostream& o, const PlotArea& a, double height, const std::string& label, bool log) {
+  o << "<text class=\"x-label\" x=\"" << num((a.left + a.right) / 2) << "\" y=\"" << num(height - 10)
+    << "\" text-anchor=\"middle\" font-size=\"12\">" << xml_escape(label) << (log ? " (log scale)" : "") << "</text>\n";
+}
+
+void draw_y_label(std::ostream& o, const PlotArea& a, const std::string& label, bool log) {
+  o << "<text class=\"y-label\" transform=\"translate(16," << num((a.top + a.bottom) / 2)
+    << ") rotate(-90)\" text-anchor=\"middle\" font-size=\"12\">" << xml_escape(label) << (log ? " (log scale)" : "") << "</text>\n";
+}
+
+}  // namespace svg_detail
+
+using svg_detail::num;
 
 std::string xml_escape(const std::string& s) {
   std::string out;
@@ -65,9 +130,7 @@ std::vector<double> ticks(double lo, double hi, bool log_scale) {
 std::string svg_line_chart(const LineChart& c) {
   std::ostringstream o;
   const double W = c.width, H = c.height, ml = 70, mr = 20, mt = 30, mb = 50;
-  o << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << c.width << "\" height=\"" << c.height << "\" viewBox=\"0 0 "
-    << c.width << " " << c.height << "\" role=\"img\" aria-label=\"" << xml_escape(c.title) << "\">\n";
-  o << "<text x=\"" << num(W / 2) << "\" y=\"18\" text-anchor=\"middle\" font-size=\"14\">" << xml_escape(c.title) << "</text>\n";
+  svg_detail::open_svg(o, W, H, c.title);
   double xlo = INFINITY, xhi = -INFINITY, ylo = INFINITY, yhi = -INFINITY;
   std::size_t points = 0;
   for (const auto& s : c.series) {
@@ -83,44 +146,28 @@ std::string svg_line_chart(const LineChart& c) {
     }
   }
   if (points == 0) {
-    o << "<text class=\"no-data\" x=\"" << num(W / 2) << "\" y=\"" << num(H / 2) << "\" text-anchor=\"middle\">no data to plot</text>\n</svg>\n";
+    svg_detail::close_with_no_data(o, W, H, "no data to plot");
     return o.str();
   }
   if (!c.log_y) ylo = std::min(ylo, 0.0);
   if (xhi == xlo) { xlo -= c.log_x ? xlo / 2 : 1; xhi += c.log_x ? xhi : 1; }
   if (yhi == ylo) { yhi += c.log_y ? yhi : std::max(1.0, std::fabs(yhi) * 0.1); }
-  const auto xt = ticks(xlo, xhi, c.log_x), yt = ticks(ylo, yhi, c.log_y);
-  xlo = std::min(xlo, xt.front()); xhi = std::max(xhi, xt.back());
-  ylo = std::min(ylo, yt.front()); yhi = std::max(yhi, yt.back());
-  auto fx = [&](double v) {
-    const double a = c.log_x ? std::log10(v) : v, lo = c.log_x ? std::log10(xlo) : xlo, hi = c.log_x ? std::log10(xhi) : xhi;
-    return ml + (a - lo) / (hi - lo) * (W - ml - mr);
-  };
-  auto fy = [&](double v) {
-    const double a = c.log_y ? std::log10(v) : v, lo = c.log_y ? std::log10(ylo) : ylo, hi = c.log_y ? std::log10(yhi) : yhi;
-    return H - mb - (a - lo) / (hi - lo) * (H - mt - mb);
-  };
-  o << "<g class=\"axes\" stroke=\"#333\" fill=\"none\"><line x1=\"" << ml << "\" y1=\"" << H - mb << "\" x2=\"" << W - mr << "\" y2=\""
-    << H - mb << "\"/><line x1=\"" << ml << "\" y1=\"" << mt << "\" x2=\"" << ml << "\" y2=\"" << H - mb << "\"/></g>\n";
-  o << "<g class=\"ticks\" font-size=\"11\" fill=\"#333\">\n";
-  for (double v : xt)
-    o << "<text x=\"" << num(fx(v)) << "\" y=\"" << num(H - mb + 16) << "\" text-anchor=\"middle\">" << tick_label(v) << "</text>\n";
-  for (double v : yt) {
-    o << "<text x=\"" << num(ml - 6) << "\" y=\"" << num(fy(v) + 4) << "\" text-anchor=\"end\">" << tick_label(v) << "</text>\n";
-    o << "<line x1=\"" << ml << "\" y1=\"" << num(fy(v)) << "\" x2=\"" << W - mr << "\" y2=\"" << num(fy(v)) << "\" stroke=\"#eee\"/>\n";
-  }
-  o << "</g>\n";
-  o << "<text class=\"x-label\" x=\"" << num((ml + W - mr) / 2) << "\" y=\"" << num(H - 10) << "\" text-anchor=\"middle\" font-size=\"12\">"
-    << xml_escape(c.x_label) << (c.log_x ? " (log scale)" : "") << "</text>\n";
-  o << "<text class=\"y-label\" transform=\"translate(16," << num((mt + H - mb) / 2) << ") rotate(-90)\" text-anchor=\"middle\" font-size=\"12\">"
-    << xml_escape(c.y_label) << (c.log_y ? " (log scale)" : "") << "</text>\n";
+  const svg_detail::PlotArea area{ml, mt, W - mr, H - mb};
+  const auto x = svg_detail::make_axis(xlo, xhi, c.log_x, area.left, area.right);
+  const auto y = svg_detail::make_axis(ylo, yhi, c.log_y, area.bottom, area.top);
+  const auto& fx = x.map;
+  const auto& fy = y.map;
+  svg_detail::draw_axis_lines(o, area);
+  svg_detail::draw_ticks(o, area, &x, false, &y);
+  svg_detail::draw_x_label(o, area, H, c.x_label, c.log_x);
+  svg_detail::draw_y_label(o, area, c.y_label, c.log_y);
   for (double m : c.markers_x)
-    if (std::isfinite(m) && m >= xlo && m <= xhi)
+    if (std::isfinite(m) && m >= fx.lo && m <= fx.hi)
       o << "<line class=\"marker\" x1=\"" << num(fx(m)) << "\" y1=\"" << mt << "\" x2=\"" << num(fx(m)) << "\" y2=\"" << H - mb
         << "\" stroke=\"#d62728\" stroke-dasharray=\"4 3\"/>\n";
   for (std::size_t k = 0; k < c.series.size(); ++k) {
     const auto& s = c.series[k];
-    const char* col = kColours[k % 8];
+    const char* col = svg_detail::colour(k);
     o << "<g class=\"series\" data-label=\"" << xml_escape(s.label) << "\">";
     std::string path;
     for (std::size_t i = 0; i < s.x.size(); ++i) {

@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "planner/compare.h"
 #include "planner/fit.h"
 #include "reports/table.h"
 
@@ -20,5 +21,13 @@ Table fit_table(const std::vector<planner::FitRecord>& records, bool colour = fa
 std::string render_fit(const std::vector<planner::FitRecord>& records, Format f, bool colour = false);
 // `predict` view: speed and cost per concurrency (JSON is the same record as fit's, speed filled).
 std::string render_predict(const std::vector<planner::FitRecord>& records, Format f);
+
+}  // namespace deepfit::reports
+
+namespace deepfit::reports {
+
+// `deepfit compare` as its JSON document: {"model", "rows":[...], "configs_tried", "configs_fit",
+// "notes"}, each row the configuration plus its speed keys (null where not computable).
+nlohmann::json compare_to_json(const std::string& model, const planner::Comparison& c);
 
 }  // namespace deepfit::reports
