@@ -4,6 +4,7 @@
 // cmd_bench_decode.cpp.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 #include <regex>
@@ -12,6 +13,10 @@
 #include "cli_common.h"
 #include "commands.h"
 #include "harness/provenance.h"
+#include "hwdb/topology.h"
+#include "planner/catalog.h"
+#include "planner/host_decode.h"
+#include "planner/thread_pool.h"
 #include "kernels/error.h"
 #include "regress/gbench.h"
 #include "regress/summary.h"
@@ -71,6 +76,55 @@ reports::Table bench_table(const regress::BenchSummary& s) {
   return t;
 }
 
+template <class Args>
+int run_bench_decode(const Args& d) {
+  const reports::Format f = reports::parse_format(d.format);
+  if (f != reports::Format::kTable && f != reports::Format::kJson)
+    throw InputError("--format: bench decode prints table or json, got '" + d.format + "'");
+  planner::Catalog cat = planner::Catalog::load(planner::data_root());
+  const planner::ModelSpec model = cat.model(d.model);
+  planner::HostDecodeOptions opt;
+  opt.layers = parse_tokens(d.layers, "--layers", 0, 4096);
+  opt.experts = parse_tokens(d.experts, "--experts", 0, 1 << 16);
+  opt.quant = d.quant;
+  opt.kv_cache = d.kv_cache;
+  opt.batch = parse_tokens(d.batch, "--batch", 1, 4096);
+  opt.context = parse_tokens(d.context, "--context", 1, 1LL << 24);
+  opt.steps = static_cast<int>(parse_tokens(d.steps, "--steps", 1, 1000));
+  const hwdb::Topology topo = hwdb::Topology::host();
+  const hwdb::TopologySummary s = topo.summary();
+  const int threads = d.threads > 0 ? d.threads : std::max(1, s.num_cores > 0 ? s.num_cores : s.num_pus);
+  std::fprintf(stderr, "bench decode: building %s (random weights, %s) ...\n", model.id.c_str(), opt.quant.c_str());
+  planner::ThreadPool pool(topo, threads);
+  const planner::HostDecodeResult r = planner::run_host_decode(model, opt, pool);
+  const nlohmann::json j = planner::host_decode_to_json(r);
+  const std::string json_text = j.dump(2) + "\n";
+  if (!d.out.empty()) write_file_atomically(d.out, json_text);
+  if (f == reports::Format::kJson) {
+    emit(json_text);
+    return 0;
+  }
+  reports::Table t;
+  t.headers = {"op", "ms per step", "share", "calls", "GB/s", "GFLOP/s"};
+  t.right_align = {false, true, true, true, true, true};
+  for (const auto& o : j.at("ops"))
+    t.rows.push_back({o.at("op").get<std::string>(), reports::fixed(o.at("ms").get<double>(), 3),
+                      reports::fixed(100 * o.at("share").get<double>(), 1) + " %", std::to_string(o.at("calls").get<long long>()),
+                      reports::fixed(o.at("gbps").get<double>(), 1),
+                      reports::fixed(o.at("ms").get<double>() > 0 ? o.at("flops").get<double>() / (o.at("ms").get<double>() * 1e6) : 0.0, 1)});
+  char head[512];
+  std::snprintf(head, sizeof head,
+                "%s, %lld layers, %lld experts, %s weights, %s cache, batch %lld, context %lld, %d threads: %.2f tok/s "
+                "(step %.1f ms, median of %zu; weights %.2f GB, cache %.2f GB)\n",
+                r.model.id.c_str(), static_cast<long long>(r.model.num_layers), static_cast<long long>(r.model.num_experts),
+                opt.quant.c_str(), opt.kv_cache.c_str(), static_cast<long long>(opt.batch), static_cast<long long>(opt.context),
+                r.threads, r.decode_tok_s, r.step_ms_median, r.step_ms.size(), r.weights_bytes / 1e9, r.kv_cache_bytes / 1e9);
+  std::string text = head + reports::render(t, f);
+  for (const auto& n : r.notes) text += "note: " + n + "\n";
+  emit(text);
+  return 0;
+}
+
 }  // namespace
 
 Command add_bench_command(CLI::App& root) {
@@ -92,7 +146,26 @@ Command add_bench_command(CLI::App& root) {
   app->add_option("--repetitions", a->repetitions, "repetitions per benchmark (default 5, --quick 1)")->check(CLI::Range(1, 100));
   app->add_option("--threads", a->threads, "threads of the multi-threaded cases (default: one per core)")->check(CLI::Range(1, 1024));
   app->add_option("--min-time", a->min_time_s, "minimum seconds per repetition (default 0.5, --quick 0.05)")->check(CLI::Range(0.001, 60.0));
-  return {app, [a]() {
+  struct DecodeArgs {
+    std::string model, quant = "q4_k", kv_cache = "bf16", format = "table", out;
+    std::string layers = "0", experts = "0", batch = "1", context = "4096", steps = "5";
+    int threads = 0;
+  };
+  auto d = std::make_shared<DecodeArgs>();
+  CLI::App* dec = app->add_subcommand("decode", "one decode step of a DeepSeek-structured model on this host: tok/s and time per op");
+  dec->add_option("--model", d->model, "model id or config.json path (DeepSeek MLA architectures)")->required();
+  dec->add_option("--layers", d->layers, "run the first N layers (default: all)");
+  dec->add_option("--experts", d->experts, "routed experts per MoE layer (default: the model's)");
+  dec->add_option("--quant", d->quant, "weight format of the matrices: bf16, q8_0, q4_k (default), fp8");
+  dec->add_option("--kv-cache", d->kv_cache, "MLA latent cache: bf16 (default) or fp8");
+  dec->add_option("--batch", d->batch, "sequences decoded together (default 1)");
+  dec->add_option("--context", d->context, "tokens already cached per sequence (default 4096; K suffix ok)");
+  dec->add_option("--threads", d->threads, "threads (default: one per core)")->check(CLI::Range(1, 1024));
+  dec->add_option("--steps", d->steps, "timed steps after one warm-up (default 5)");
+  dec->add_option("--format", d->format, "table or json");
+  dec->add_option("--out", d->out, "also write the JSON to this file");
+  return {app, [a, d, dec]() {
+            if (dec->parsed()) return run_bench_decode(*d);
             const reports::Format f = reports::parse_format(a->format);
             if (f != reports::Format::kTable && f != reports::Format::kJson)
               throw InputError("--format: bench prints table or json, got '" + a->format + "'");

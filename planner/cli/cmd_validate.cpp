@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <memory>
 
+#include <unistd.h>
+
 #include "cli_common.h"
 #include "commands.h"
 #include "kernels/error.h"
@@ -24,7 +26,15 @@ Command add_validate_command(CLI::App& root) {
   return {app, [a]() {
             const reports::Format f = reports::parse_format(a->format);
             planner::Catalog cat = planner::Catalog::load(planner::data_root());
-            const planner::Validation v = planner::validate_reference(cat, a->reference);
+            Progress progress("validate", 0);
+            std::size_t last = 0;
+            const planner::Validation v = planner::validate_reference(cat, a->reference, [&](std::size_t done, std::size_t total, const std::string& id) {
+              if (last == 0) progress = Progress("validate", total);
+              // Every scenario on a terminal; every 50th (and the last) in a log.
+              if (isatty(fileno(stderr)) || done % 50 == 0 || done == total) progress.step(done, id);
+              last = done;
+            });
+            if (last > 0) progress.finish();
             if (!a->write_calibration.empty())
               write_file_atomically(a->write_calibration, planner::calibration_to_json(v, a->reference).dump(1) + "\n");
             if (!a->html.empty())

@@ -61,6 +61,31 @@ void read_deepseek(const Json& c, const JsonWhere& w, ModelSpec& m) {
   std::int64_t freq = has(c, "moe_layer_freq") ? get_int(c, w, "moe_layer_freq", 1, m.num_layers, "") : 1;
   for (std::int64_t l = 0; l < m.num_layers; ++l) m.layer_moe.push_back(l >= first_dense && l % freq == 0);
   m.num_mtp_layers = has(c, "num_nextn_predict_layers") ? get_int(c, w, "num_nextn_predict_layers", 0, 16, "layers") : 0;
+  if (has(c, "n_group") && has(c, "topk_group") && has(c, "routed_scaling_factor")) {
+    ModelSpec::RouterConfig r;
+    r.num_groups = get_int(c, w, "n_group", 1, m.num_experts, "groups");
+    r.num_groups_kept = get_int(c, w, "topk_group", 1, r.num_groups, "groups");
+    r.normalize = has(c, "norm_topk_prob") ? hwdb::get_bool(c, w, "norm_topk_prob") : false;
+    r.routed_scaling_factor = hwdb::get_number(c, w, "routed_scaling_factor", 1e-6, 1e6, "");
+    if (m.num_experts % r.num_groups != 0) json_fail(w / "n_group", "must divide n_routed_experts");
+    m.router = r;
+  }
+  if (has(c, "rope_theta")) {
+    ModelSpec::RopeConfig r;
+    r.rope_theta = hwdb::get_number(c, w, "rope_theta", 1.0 + 1e-9, 1e12, "");
+    if (has(c, "rope_scaling") && c.at("rope_scaling").is_object()) {
+      const Json& s = c.at("rope_scaling");
+      const JsonWhere sw = w / "rope_scaling";
+      r.factor = hwdb::get_number(s, sw, "factor", 1.0, 1e6, "");
+      r.original_max_position_embeddings = get_int(s, sw, "original_max_position_embeddings", 1, kMaxDim, "tokens");
+      r.beta_fast = hwdb::get_number(s, sw, "beta_fast", 0, 1e6, "");
+      r.beta_slow = hwdb::get_number(s, sw, "beta_slow", 0, 1e6, "");
+      r.mscale = hwdb::get_number(s, sw, "mscale", 0, 1e6, "");
+      r.mscale_all_dim = hwdb::get_number(s, sw, "mscale_all_dim", 0, 1e6, "");
+    }
+    m.rope = r;
+  }
+  if (has(c, "rms_norm_eps")) m.rms_norm_eps = hwdb::get_number(c, w, "rms_norm_eps", 1e-12, 1.0, "");
   if (m.arch == Arch::kDeepseekV32) {
     m.dsa = true;
     m.index_num_heads = dim(c, w, "index_n_heads");

@@ -172,7 +172,8 @@ Summary summarize(std::vector<double> e) {
   return s;
 }
 
-Validation validate_reference(const Catalog& cat, const std::string& path) {
+Validation validate_reference(const Catalog& cat, const std::string& path,
+                              const std::function<void(std::size_t, std::size_t, const std::string&)>& progress) {
   std::ifstream in(path);
   if (!in) throw InputError(path + ": cannot open the reference file");
   Validation v;
@@ -206,6 +207,7 @@ Validation validate_reference(const Catalog& cat, const std::string& path) {
   std::vector<std::function<std::string(const Candidate&)>> keys = {key3, key2, key1};
   for (std::size_t i = 0; i < cands.size(); ++i) {
     const Candidate& c = cands[i];
+    if (progress) progress(i + 1, cands.size(), c.id);
     ValidationRow row{c.id, c.metric, c.framework, "", 0, c.measured, 0, c.roofline, ""};
     for (const auto& key : keys) {
       std::vector<const Candidate*> others;

@@ -56,6 +56,24 @@ struct ModelSpec {
 
   std::int64_t num_mtp_layers = 0;  // multi-token-prediction modules shipped with the checkpoint
 
+  // DeepSeek router and RoPE settings, read from DeepSeek configs where present (the host decode
+  // loop runs them; the memory and speed models do not need them). nullopt: absent from the config.
+  struct RouterConfig {
+    std::int64_t num_groups = 1;       // n_group
+    std::int64_t num_groups_kept = 1;  // topk_group
+    bool normalize = true;             // norm_topk_prob
+    double routed_scaling_factor = 1;  // routed_scaling_factor
+  };
+  std::optional<RouterConfig> router;
+  struct RopeConfig {
+    double rope_theta = 0;
+    double factor = 1;  // rope_scaling.factor; 1 without YaRN
+    std::int64_t original_max_position_embeddings = 0;
+    double beta_fast = 0, beta_slow = 0, mscale = 0, mscale_all_dim = 0;
+  };
+  std::optional<RopeConfig> rope;
+  std::optional<double> rms_norm_eps;
+
   // Sliding-window attention: window length and which layers use it (empty: none).
   std::int64_t sliding_window = 0;
   std::vector<bool> layer_sliding;

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -49,7 +50,9 @@ struct Validation {
   std::vector<std::pair<std::string, GroupFit>> fitted;
 };
 
-Validation validate_reference(const Catalog& cat, const std::string& path);
+// `progress(done, total, id)` after each evaluated scenario's leave-one-out fit, when given.
+Validation validate_reference(const Catalog& cat, const std::string& path,
+                              const std::function<void(std::size_t, std::size_t, const std::string&)>& progress = {});
 nlohmann::json validation_to_json(const Validation& v);
 // The fitted groups as data/calibration.json (what `predict` reads), with the rows behind each.
 nlohmann::json calibration_to_json(const Validation& v, const std::string& reference_path);
