@@ -17,7 +17,13 @@ std::vector<benchmark::BenchmarkReporter::Run> with_stable_names(const std::vect
 class StableNameReporter : public benchmark::BenchmarkReporter {
  public:
   explicit StableNameReporter(benchmark::BenchmarkReporter& inner) : inner_(inner) {}
-  bool ReportContext(const Context& context) override { return inner_.ReportContext(context); }
+  bool ReportContext(const Context& context) override {
+    // Google Benchmark points this wrapper's streams at the --benchmark_out file (non-virtual
+    // setters), after construction and before the context: hand them on.
+    inner_.SetOutputStream(&GetOutputStream());
+    inner_.SetErrorStream(&GetErrorStream());
+    return inner_.ReportContext(context);
+  }
   void ReportRuns(const std::vector<Run>& runs) override { inner_.ReportRuns(with_stable_names(runs)); }
   void Finalize() override { inner_.Finalize(); }
 

@@ -96,6 +96,8 @@ Suite register_suite(const SuiteConfig& cfg) {
   auto ctx = std::make_shared<SuiteContext>(cfg);
   register_memory(*ctx);
   register_gemv(*ctx);
+  register_attention(*ctx);
+  register_ops(*ctx);
   return {ctx, ctx->names()};
 }
 

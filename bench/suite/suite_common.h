@@ -66,5 +66,7 @@ std::string threads_arg(int threads);
 // The register functions of each area (one file each).
 void register_memory(SuiteContext& ctx);
 void register_gemv(SuiteContext& ctx);
+void register_attention(SuiteContext& ctx);
+void register_ops(SuiteContext& ctx);
 
 }  // namespace deepfit::bench

@@ -94,7 +94,6 @@ int run_bench_decode(const Args& d) {
   const hwdb::Topology topo = hwdb::Topology::host();
   const hwdb::TopologySummary s = topo.summary();
   const int threads = d.threads > 0 ? d.threads : std::max(1, s.num_cores > 0 ? s.num_cores : s.num_pus);
-  std::fprintf(stderr, "bench decode: building %s (random weights, %s) ...\n", model.id.c_str(), opt.quant.c_str());
   planner::ThreadPool pool(topo, threads);
   const planner::HostDecodeResult r = planner::run_host_decode(model, opt, pool);
   const nlohmann::json j = planner::host_decode_to_json(r);

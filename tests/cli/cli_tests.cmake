@@ -149,3 +149,20 @@ deepfit_cli_case(bench_bad_format 2 ARGS bench --format csv STDERR "--format: be
 deepfit_cli_case(bench_small_json 0 ARGS bench --quick --min-time 0.001 --filter "expert_gemv/q8_0/batch:1/small" --format json
                  STDOUT "\"run_name\": \"BM_expert_gemv/q8_0/batch:1/small\"" "\"git_commit\"" "\"hw_counters\"" "\"flops\""
                  LACKS "manual_time" "error_occurred")
+
+# --- deepfit bench decode (issue #4): the decode loop on a tiny DeepSeek-V3.2-shaped config ---
+set(TINY_V32 ${DEEPFIT_FIXTURES}/models/tiny-deepseek-v32.json)
+deepfit_cli_case(bench_decode_json 0 ARGS bench decode --model ${TINY_V32} --context 40 --batch 2 --steps 1 --format json
+                 STDOUT "\"decode_tok_s\"" "\"step_ms\"" "\"op\": \"mla_decode\"" "\"op\": \"dsa_topk\"" "\"op\": \"expert_ffn\"" "\"batch\": 2")
+deepfit_cli_case(bench_decode_table 0 ARGS bench decode --model ${TINY_V32} --context 8 --steps 1 --quant fp8 --kv-cache fp8
+                 STDOUT "tok/s" "mla_decode" "lm_head" "fp8 weights, fp8 cache")
+deepfit_cli_case(bench_decode_not_mla 2 ARGS bench decode --model llama-3.1-8b STDERR "the host kernels cover DeepSeek MLA" EMPTY)
+deepfit_cli_case(bench_decode_too_big 2 ARGS bench decode --model deepseek-v3.2 STDERR "exceed" "hint: scale it, e.g. --layers 4 --experts 16" EMPTY)
+deepfit_cli_case(bench_decode_bad_quant 2 ARGS bench decode --model ${TINY_V32} --context 8 --quant q5_k STDERR "--quant: 'q5_k' is not a host kernel format" EMPTY)
+deepfit_cli_case(bench_decode_bad_experts 2 ARGS bench decode --model ${TINY_V32} --context 8 --experts 3 STDERR "--experts: 3 must be between" EMPTY)
+
+# --- deepfit report (issue #6): the HTML report from result documents, bad documents refused ---
+deepfit_cli_case(report_bad_doc 2 ARGS report --html ${CMAKE_CURRENT_BINARY_DIR}/never.html --from ${DEEPFIT_FIXTURES}/models/tiny-deepseek-v32.json
+                 STDERR "not a deepfit result document" EMPTY)
+deepfit_cli_case(report_no_compute 0 ARGS report --html ${CMAKE_CURRENT_BINARY_DIR}/empty-report.html --no-compute
+                 STDERR "report: wrote")
