@@ -1,6 +1,7 @@
 // The fast MLA kernels (see attention.h): all heads of a query in one pass over its keys, as two
-// small GEMMs per block of keys (scores: fp32 FMA; values: bf16 pair dots) with an online softmax
-// vectorized across heads. AVX-512 + AVX512_BF16 bodies picked at run time and a portable path.
+// small GEMMs per block of keys (scores: fp32 FMA, or bf16 pair dots for _bf16qk; values: bf16 pair
+// dots) with an online softmax vectorized across heads. AVX-512 + AVX512_BF16 bodies picked at run
+// time, and a portable path.
 #include "kernels/attention.h"
 
 #include <algorithm>
@@ -37,7 +38,7 @@ struct ScratchLayout {
   std::size_t qf;     // [D][h16] fp32 query (absorbed q_nope, then q_rope)      [h16][D]
                       // (bf16 scores: [D2][h16] bf16 pairs (2k, 2k+1) in its first half)
   std::size_t ot;     // [L][h16] fp32 value accumulators                          [h16][L]
-  std::size_t x;      // [kKeyBlock][D] fp32 keys of the block (bf16 scores: rounded to bf16)
+  std::size_t x;      // [kKeyBlock][D] fp32 keys of the block (portable bf16 scores: rounded to bf16)
   std::size_t kb;     // [kKeyBlock][D2] the keys as bf16 pairs (2k, 2k+1), D2 = ceil(D / 2) (bf16 scores only)
   std::size_t vp;     // [kKeyBlock / 2][L] bf16 pairs of keys (2t, 2t+1)          [kKeyBlock][L] bf16-rounded fp32
   std::size_t s;      // [kKeyBlock][h16] scores, base 2                          [kKeyBlock]

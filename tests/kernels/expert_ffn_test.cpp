@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <barrier>
 #include <bit>
 #include <cmath>
 #include <cstddef>
@@ -16,6 +17,8 @@
 #include <random>
 #include <span>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include "kernels/error.h"
@@ -392,19 +395,21 @@ void check_against_reference(const ExpertFfnShape& s, std::uint64_t seed) {
 
 // hidden_dim and ffn_dim: BF16 and FP8 take any size (130: a partial second scale tile and down
 // unit; 140: a partial second gate_up slice); Q8_0 multiples of 32 (96: an odd number of blocks),
-// Q4_K of 256. 37 tokens x top_k 3 put 37 pairs on expert 0 (two chunks of the kernels' 32); the
-// last of 5 experts gets none. Q4_K runs fewer tokens to keep the test fast (the chunking is the
-// same code for every format).
+// Q4_K of 256. 34 tokens x top_k 3 put more than 32 pairs on expert 0 (two chunks of the kernels'
+// 32; make_routing); the last expert gets none. Q4_K runs fewer tokens to keep the test fast (the chunking is the same
+// code for every format).
 TEST(ExpertFfnGrouped, MatchesReferenceForEveryFormat) {
   const ExpertFfnShape shapes[] = {
-      {37, 3, 5, 130, 140, Format::kBf16},
-      {37, 3, 5, 130, 140, Format::kFp8E4m3},
-      {37, 3, 5, 96, 64, Format::kQ8_0},
-      {5, 3, 5, 256, 256, Format::kQ4_K},
+      {34, 3, 5, 130, 140, Format::kBf16},
+      {34, 3, 5, 130, 140, Format::kFp8E4m3},
+      {34, 3, 5, 96, 64, Format::kQ8_0},
+      {3, 3, 4, 512, 256, Format::kQ4_K},   // two blocks per gate/up row
       {4, 2, 3, 1, 1, Format::kBf16},       // the smallest dimensions
       {4, 2, 3, 7, 300, Format::kFp8E4m3},  // hidden_dim below one 16-wide vector
-      {2, 1, 2, 512, 256, Format::kQ4_K},   // top_k 1: both tokens on expert 1, expert 0 unused
+      {2, 1, 2, 64, 32, Format::kQ8_0},     // top_k 1: both tokens on expert 1, expert 0 unused
   };
+  const Routing first = make_routing(shapes[0], 0);
+  ASSERT_GT(std::count(first.ids.begin(), first.ids.end(), 0), 32);  // expert 0 needs two chunks
   std::uint64_t seed = 1;
   for (const ExpertFfnShape& s : shapes) {
     SCOPED_TRACE(std::string(name(s.weight_format)) + " hidden " + std::to_string(s.hidden_dim) + " ffn " +
@@ -454,6 +459,45 @@ TEST(ExpertFfnGrouped, SlicingAndBatchDoNotChangeTheBits) {
                        std::span(x).subspan(4 * Hs, Hs), single.plan, single.scratch(), out_one);
     for (std::size_t c = 0; c < Hs; ++c) {
       ASSERT_EQ(std::bit_cast<std::uint32_t>(out_one[c]), std::bit_cast<std::uint32_t>(out_whole[4 * Hs + c])) << name(f) << " " << c;
+    }
+  }
+}
+
+// The intended use: a pool of threads, each taking its share of every phase's units, a barrier
+// between phases. Three threads give the bits of the single-threaded run.
+TEST(ExpertFfnGrouped, ThreadsSplittingThePhasesGetTheSameBits) {
+  for (const Format f : {Format::kQ8_0, Format::kFp8E4m3}) {
+    const ExpertFfnShape s{6, 2, 4, 160, 288, f};
+    const Layer layer = make_layer(s, 21);
+    const Routing routing = make_routing(s, 22);
+    const std::vector<float> x = random_vector(static_cast<std::size_t>(6 * 160), 1.0f, 23);
+    Buffers single(s);
+    std::vector<float> expected(x.size(), 0.0f);
+    expert_ffn_grouped(s, layer.views, routing.ids, routing.weights, x, single.plan, single.scratch(), expected);
+
+    Buffers shared(s);
+    std::vector<float> out(x.size(), 0.0f);
+    constexpr std::int64_t kThreads = 3;
+    std::barrier sync(kThreads);
+    const auto share = [](std::int64_t units, std::int64_t t) { return std::pair{units * t / kThreads, units * (t + 1) / kThreads}; };
+    const auto worker = [&](std::int64_t t) {
+      if (t == 0) build_routing_plan(s, routing.ids, routing.weights, shared.plan);
+      sync.arrive_and_wait();
+      const ExpertFfnScratch scratch = shared.scratch();
+      auto [b1, e1] = share(expert_ffn_gather_units(s), t);
+      expert_ffn_gather(s, shared.plan, x, scratch, b1, e1);
+      sync.arrive_and_wait();
+      auto [b2, e2] = share(expert_ffn_gate_up_units(s, shared.plan), t);
+      expert_ffn_gate_up(s, layer.views, shared.plan, scratch, b2, e2);
+      sync.arrive_and_wait();
+      auto [b3, e3] = share(expert_ffn_down_units(s), t);
+      expert_ffn_down(s, layer.views, shared.plan, scratch, out, b3, e3);
+    };
+    std::vector<std::thread> pool;
+    for (std::int64_t t = 0; t < kThreads; ++t) pool.emplace_back(worker, t);
+    for (std::thread& th : pool) th.join();
+    for (std::size_t i = 0; i < out.size(); ++i) {
+      ASSERT_EQ(std::bit_cast<std::uint32_t>(out[i]), std::bit_cast<std::uint32_t>(expected[i])) << name(f) << " " << i;
     }
   }
 }

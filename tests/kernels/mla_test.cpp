@@ -557,12 +557,13 @@ TEST(MlaDecode, FastMatchesRefOnAwkwardShapes) {
 }
 
 TEST(MlaDecode, FastMatchesRefAtDeepSeekDimensions) {
-  // All 128 heads over 53 keys (a 48-key block and a tail) of a bf16 cache; 16 heads (keeping the
-  // test short under sanitizers) over 11 positions of 61 (an indexer's top-k, unordered) of an
-  // fp8 cache.
+  // DeepSeek's L, Dn, R and Dv; 64 heads (its 128 over two tensor-parallel ranks: full 4-vector
+  // tiles) over 53 keys (a 48-key block and a tail) of a bf16 cache, and 16 heads over 11
+  // positions of 61 (an indexer's top-k, unordered) of an fp8 cache. Fewer heads than 128 keep
+  // the test short under sanitizers; the head loop is the same.
   for (const MlaCacheFormat format : {MlaCacheFormat::kBf16, MlaCacheFormat::kFp8}) {
     MlaDims d = kDeepSeek;
-    if (format == MlaCacheFormat::kFp8) d.num_heads = 16;
+    d.num_heads = format == MlaCacheFormat::kBf16 ? 64 : 16;
     const Layer l = make_layer(d, format, 7);
     const std::vector<Seq> seqs{format == MlaCacheFormat::kBf16
                                     ? make_seq(l, 53, {}, 8)

@@ -21,6 +21,10 @@
 #include "kernels/quant_blocks.h"
 #include "kernels/work.h"
 
+#if defined(__x86_64__)
+#include <xmmintrin.h>
+#endif
+
 namespace deepfit::kernels {
 namespace {
 
@@ -181,7 +185,7 @@ TEST(MoeGemmFp8Blocked, ResultsDoNotDependOnTheSlicingOrTheBatch) {
 // exact on every path (the other terms are exact zeros). Scales 1 for columns 0-127 and 0.5 for
 // 128-255 (powers of two: exact). The NaN bytes: NaN in the reference (row 1 is all NaN there, so
 // it checks row 0 only), +-480 in the blocked kernels (moe_gemm_fp8.h).
-TEST(MoeGemmFp8Blocked, DecodesEveryByteExactly) {
+void check_every_byte() {
   constexpr std::int64_t kCols = 256;
   const auto is_nan = [](std::size_t code) { return (code & 0x7Fu) == 0x7Fu; };
   std::vector<std::byte> bytes(2 * kCols);
@@ -221,6 +225,20 @@ TEST(MoeGemmFp8Blocked, DecodesEveryByteExactly) {
     }
   }
 }
+
+TEST(MoeGemmFp8Blocked, DecodesEveryByteExactly) { check_every_byte(); }
+
+#if defined(__x86_64__)
+// Denormals-are-zero and flush-to-zero, which some callers set for speed, change nothing: no
+// fp32 operation of the kernels sees a subnormal here, and VCVTPH2PS, which turns the e4m3
+// subnormals into fp32 normals through fp16 subnormals, does not apply DAZ.
+TEST(MoeGemmFp8Blocked, DecodesEveryByteExactlyWithDenormalsAreZeroSet) {
+  const unsigned csr = _mm_getcsr();
+  _mm_setcsr(csr | 0x8040u);  // FTZ (bit 15) and DAZ (bit 6)
+  check_every_byte();
+  _mm_setcsr(csr);
+}
+#endif
 
 TEST(MoeGemmFp8Ref, UsesTheScaleOfEachWeightsTile) {
   // 130 x 130 weights, all 0x38 (= 1.0) except row 1, all 0xB0 (= -0.5); scales [2][2] = {{2, 3},

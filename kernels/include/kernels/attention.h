@@ -59,7 +59,7 @@ void dequantize_mla_cache_ref(MlaCacheFormat format, std::int64_t kv_lora_rank, 
 struct MlaLayer {
   MlaDims dims;
   MlaCacheFormat cache_format;
-  float softmax_scale;                  // sigma: finite (DeepSeek: (Dn + R)^-1/2 times its YaRN mscale^2)
+  float softmax_scale;                  // sigma: finite (DeepSeek: (Dn + R)^-1/2, times mscale^2 under YaRN)
   std::span<const std::uint16_t> w_uk;  // W_UK [H][Dn][L] bf16 bits: rows 0..Dn-1 of kv_b_proj per head
   std::span<const std::uint16_t> w_uv;  // W_UV [H][Dv][L] bf16 bits: rows Dn..Dn+Dv-1 of kv_b_proj per head
 };
@@ -104,7 +104,7 @@ std::int64_t mla_head_units(const MlaDims& dims);  // ceil(H / 16)
 // span sizes, q_nope and q_rope finite, each sequence's cache exactly ctx_len rows and its
 // positions valid, 0 <= unit_begin <= unit_end <= units, scratch large enough, out overlapping no
 // input. Not checked (a full pass over them per call): the cache and weights are finite and fp8
-// scales are finite and positive; a NaN there gives an unspecified result in the fast variant.
+// scales are finite and positive; a NaN there gives an unspecified result in the fast variants.
 // Work per call: work_of(mla_decode_shape(...)) below.
 
 // The specification: every stored value decoded by the reference codecs, every sum in double
@@ -138,7 +138,7 @@ std::int64_t mla_ref_scratch_doubles(const MlaDims& dims);  // 2 L
 //                        + u |out[e]| + 2^-40 sum_c |W_UV[e][c]| (|o_c| + M_c)
 // where the last two terms are the reference's own rounding to fp32 and its double arithmetic
 // (the derivation is in tests/kernels/mla_test.cpp, which checks this bound).
-// scratch: >= mla_fast_scratch_floats(dims) floats (788 KiB at DeepSeek's dimensions), per
+// scratch: >= mla_fast_scratch_floats(dims) floats (842 KiB at DeepSeek's dimensions), per
 // thread; contents undefined on return. Runs near the core's FMA peak, not at memory speed: per
 // cached row (1152 or 656 bytes) it does 2 H (2 L + R) = 278528 FLOPs at DeepSeek's dimensions,
 // far more than a CPU core does per byte it reads from memory.
@@ -150,8 +150,8 @@ std::int64_t mla_fast_scratch_floats(const MlaDims& dims);
 // As mla_decode_fast, but the score dot products take bf16 operands, as DeepSeek's reference
 // (bf16 q_lat against the bf16 cache) and FlashMLA do: q_lat and q_rope rounded to bf16, keys
 // c~ = bf16(fp32 latent) (exact for bf16 caches and power-of-two fp8 scales), one VDPBF16PS per
-// pair. Twice the score FLOPs per instruction of mla_decode_fast (about 1.5x its speed at long
-// contexts), at the cost of a score error of up to 2^-7 A_t instead of about 2^-14 A_t.
+// pair: twice the score FLOPs per instruction of mla_decode_fast (the value half of the work is
+// unchanged), at the cost of a score error of up to 2^-7 A_t instead of about 2^-14 A_t.
 // Tolerance: that of mla_decode_fast with (u_q, u_k) = (u_b, u_v). Same scratch.
 void mla_decode_bf16qk(const MlaLayer& layer, std::span<const float> q_nope, std::span<const float> q_rope,
                        std::span<const MlaSequence> sequences, std::span<float> out, std::int64_t unit_begin,

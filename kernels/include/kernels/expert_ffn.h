@@ -159,7 +159,10 @@ ExpertFfnScratchSizes expert_ffn_scratch_sizes(const ExpertFfnShape& shape);
 // with a barrier at each `|`. Each phase is a list of independent work units; a call handles the
 // units [begin, end) of its phase, writes exactly their part of the outputs, and any split of a
 // phase's units over threads and calls (in any order) gives the same bits. No allocation: the
-// gate_up and down phases keep about 33 KiB of stack for one call's tile outputs.
+// gate_up and down phases keep under 40 KiB of stack (the outputs of 32 pairs x 128 rows, and the
+// FP8 kernel's tile buffers). The gather is a phase of its own because the kernels read each
+// expert's activation vectors as one contiguous [batch][cols] array; gathering (or quantizing)
+// every pair's row once lets the gate_up units of an expert share it.
 // Common entry checks (InputError, before anything is written): the shape; experts.size() =
 // num_experts and every matrix's spans exactly their sizes (expert_matrix_*); the plan's spans
 // their sizes and consistent (offsets ascending from 0 to P, tokens in range, active experts

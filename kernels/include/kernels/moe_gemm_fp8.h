@@ -86,9 +86,11 @@ void moe_gemm_fp8_ref(const Fp8MatvecShape& shape, std::span<const std::byte> we
 // is accumulated in fp32 (16 lanes of at most 8 terms), then multiplied by the tile scale and added
 // to a 16-lane running sum, which is reduced at the end. AVX-512 path: a weight byte is decoded by
 // placing its low 7 bits at bit 7 of an fp16 and its sign at bit 15, which is exactly the e4m3
-// value times 2^-8 (subnormals included), then VCVTPH2PS; the 2^8 is folded into the tile scale.
-// At batch 1 the weights stream from memory once with a software prefetch of the next row group;
-// at batch > 1 each 4-row x 128-column tile is decoded once into a stack buffer and reused for up
+// value times 2^-8 (e4m3 subnormals become fp16 subnormals), then VCVTPH2PS, which converts fp16
+// subnormals exactly and does not apply MXCSR.DAZ; the 2^8 is folded into the tile scale. At
+// batch 1 the weights stream from memory once, with a software prefetch a few KiB ahead on each
+// row; the decode (one VCVTPH2PS and one FMA per 16 weights) rather than memory can be the limit.
+// At batch > 1 each 4-row x 128-column tile is decoded once into a stack buffer and reused for up
 // to 16 activation vectors at a time (4 rows x 4 vectors of accumulators in registers).
 // Both paths do the same fp32 operations in the same order for each output, so y[b][n] does not
 // depend on the batch size, on the other vectors, or on the slicing (identical bits).
