@@ -15,6 +15,7 @@
 #include "kernels/error.h"
 #include "kernels/expert_ffn.h"
 #include "kernels/moe_gemm.h"
+#include "kernels/moe_gemm_bf16.h"
 #include "kernels/moe_gemm_fp8.h"
 #include "kernels/quant_blocks.h"
 #include "kernels/router.h"
@@ -128,11 +129,21 @@ Matrix make_matrix(Fmt f, std::int64_t rows, std::int64_t cols, Rng& rng, const 
   return m;
 }
 
-// Activations [batch][cols] quantized for the Q8_0/Q4_K kernels.
+// From this batch on, BF16 products run on the AVX512_BF16 dot-product GEMM (packed bf16
+// activations, register tiles of 64 vectors) instead of the fp32-FMA GEMV kernel.
+constexpr std::int64_t kBf16DotMinBatch = 16;
+
+// Activations [batch][cols] prepared for the kernels: quantized for Q8_0/Q4_K, packed bf16 for
+// the BF16 dot-product GEMM.
 struct QuantActs {
   std::vector<std::int8_t> qs;
   std::vector<float> scales;
   std::vector<std::int32_t> sums;
+  std::vector<std::uint16_t> packed;
+  void pack(std::span<const float> x, std::int64_t batch, std::int64_t cols) {
+    packed.resize(to_z(k::packed_activations_bf16_size(batch, cols)));
+    k::pack_activations_bf16(x, batch, cols, packed);
+  }
   void prepare(std::span<const float> x, std::int64_t batch, std::int64_t cols) {
     qs.resize(to_z(batch * cols));
     scales.resize(to_z(batch * cols / k::kActivationGroup));
@@ -145,7 +156,12 @@ struct QuantActs {
 void matvec_fast(const Matrix& m, std::int64_t batch, std::span<const float> x, const QuantActs& xq, std::span<float> y,
                  std::int64_t lo, std::int64_t hi) {
   switch (m.fmt) {
-    case Fmt::kBf16: k::moe_gemm_blocked({batch, m.rows, m.cols, k::WeightFormat::kBf16}, m.bytes, x, y, lo, hi); break;
+    case Fmt::kBf16:
+      if (batch >= kBf16DotMinBatch)
+        k::moe_gemm_bf16dot({batch, m.rows, m.cols, k::WeightFormat::kBf16}, m.bytes, k::ActivationsBf16{batch, m.cols, xq.packed}, y, lo, hi);
+      else
+        k::moe_gemm_blocked({batch, m.rows, m.cols, k::WeightFormat::kBf16}, m.bytes, x, y, lo, hi);
+      break;
     case Fmt::kQ8_0:
     case Fmt::kQ4_K: {
       const k::WeightFormat wf = m.fmt == Fmt::kQ8_0 ? k::WeightFormat::kQ8_0 : k::WeightFormat::kQ4_K;
@@ -469,6 +485,7 @@ void DecodeLoop::linear(const char* name, const Matrix& m, std::span<const float
   const std::int64_t B = opt_.batch;
   const auto t0 = std::chrono::steady_clock::now();
   if (pool && (m.fmt == Fmt::kQ8_0 || m.fmt == Fmt::kQ4_K)) xq_.prepare(x, B, m.cols);  // timed with the op (below)
+  if (pool && m.fmt == Fmt::kBf16 && B >= kBf16DotMinBatch) xq_.pack(x, B, m.cols);
   const double prep_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   op(name, matvec_work(m, B), pool, [&](int i, int n) {
     if (!pool) {

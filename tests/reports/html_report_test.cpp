@@ -113,3 +113,44 @@ TEST(HtmlReport, RefusesDocumentsItDoesNotRead) {
 
 }  // namespace
 }  // namespace deepfit::reports
+
+#include "reports/fit_report.h"
+
+namespace deepfit::reports {
+namespace {
+
+// Golden JSON of a compare document (the keys scripts read; DESIGN.md fixes the speed keys'
+// names), from a hand-made comparison: a value that cannot be computed is null.
+TEST(CompareJson, GoldenDocument) {
+  planner::Comparison c;
+  planner::CompareRow r;
+  r.device = "h200-sxm";
+  r.quant = "fp8";
+  r.framework = "vllm";
+  r.parallel = "tp8";
+  r.count = 8;
+  r.concurrency = 64;
+  r.speed.served_concurrency = 64;
+  r.speed.decode_tok_s_per_user = 25.5;
+  r.speed.output_tok_s_total = 1632.0;
+  r.speed.output_tok_s_per_gpu = 204.0;
+  r.speed.ttft_ms = 850.0;
+  r.speed.tpot_ms = 39.2;
+  r.speed.cost_usd_per_mtok_output = 4.25;
+  r.speed.bottleneck = "memory";
+  r.speed.basis = "datasheet roofline only";
+  r.pareto = true;
+  c.rows.push_back(r);
+  c.configs_tried = 3;
+  c.configs_fit = 1;
+  c.notes = {"n"};
+  EXPECT_EQ(compare_to_json("deepseek-v3.2", c).dump(),
+            R"({"configs_fit":1,"configs_tried":3,"model":"deepseek-v3.2","notes":["n"],"rows":[{"basis":"datasheet roofline only",)"
+            R"("bottleneck":"memory","concurrency":64,"cost_usd_per_mtok_output":4.25,"count":8,"decode_tok_s_per_user":25.5,)"
+            R"("device":"h200-sxm","expected_error_pct":null,"framework":"vllm","output_tok_s_per_gpu":204.0,)"
+            R"("output_tok_s_total":1632.0,"parallel":"tp8","pareto":true,"quant":"fp8","served_concurrency":64,)"
+            R"("tpot_ms":39.2,"ttft_ms":850.0}]})");
+}
+
+}  // namespace
+}  // namespace deepfit::reports
