@@ -229,7 +229,6 @@ struct Layer {
   std::vector<std::vector<float>> idx_scales;       // per sequence: [ctx + 1]
 };
 
-std::span<const std::byte> bytes_of(const std::vector<float>& v) { return std::as_bytes(std::span<const float>(v)); }
 
 }  // namespace
 

@@ -8,6 +8,18 @@
 
 namespace deepfit::planner {
 
+namespace {
+// Polls `done` with sched yields for up to 200 us (checked every 64 polls).
+template <class Done>
+void wait_briefly(const Done& done) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(200);
+  for (int i = 0; !done(); ++i) {
+    std::this_thread::yield();
+    if (i % 64 == 63 && std::chrono::steady_clock::now() > until) return;
+  }
+}
+}  // namespace
+
 std::pair<std::size_t, std::size_t> slice_of(std::size_t n, int idx, int parts) {
   const std::size_t p = static_cast<std::size_t>(parts), i = static_cast<std::size_t>(idx);
   return {n * i / p, n * (i + 1) / p};
@@ -28,7 +40,7 @@ ThreadPool::ThreadPool(const hwdb::Topology& topo, int num_threads)
 ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
+    stop_.store(true);
   }
   cv_.notify_all();
   for (auto& w : workers_) w.join();
@@ -44,12 +56,16 @@ void ThreadPool::worker_loop(int idx) {
   }
   std::uint64_t seen = 0;
   while (true) {
+    // The ops of a decode step come back to back, and a condition-variable wake costs tens of
+    // microseconds: look for the next job for a short while (yielding the core, which the caller
+    // may need) before sleeping.
+    wait_briefly([&] { return stop_.load(std::memory_order_acquire) || generation_.load(std::memory_order_acquire) != seen; });
     const std::function<void(int, int)>* job = nullptr;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
-      seen = generation_;
+      cv_.wait(lock, [&] { return stop_.load() || generation_.load() != seen; });
+      if (stop_.load()) return;
+      seen = generation_.load();
       job = job_;
     }
     start_barrier_.arrive_and_wait();
@@ -57,21 +73,27 @@ void ThreadPool::worker_loop(int idx) {
     (*job)(idx, size());
     const auto t1 = std::chrono::steady_clock::now();
     seconds_[static_cast<std::size_t>(idx)] = std::chrono::duration<double>(t1 - t0).count();
-    {
+    if (remaining_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
       std::lock_guard<std::mutex> lock(mu_);
-      if (--remaining_ == 0) done_cv_.notify_one();
+      done_cv_.notify_one();
     }
   }
 }
 
 std::vector<double> ThreadPool::run(const std::function<void(int, int)>& fn) {
-  std::unique_lock<std::mutex> lock(mu_);
-  job_ = &fn;
-  remaining_ = size();
-  ++generation_;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    job_ = &fn;
+    remaining_.store(size(), std::memory_order_release);
+    generation_.fetch_add(1, std::memory_order_acq_rel);
+  }
   cv_.notify_all();
-  done_cv_.wait(lock, [&] { return remaining_ == 0; });
-  job_ = nullptr;
+  wait_briefly([&] { return remaining_.load(std::memory_order_acquire) == 0; });
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    done_cv_.wait(lock, [&] { return remaining_.load() == 0; });
+    job_ = nullptr;
+  }
   return seconds_;
 }
 

@@ -104,9 +104,15 @@ TEST(HostDecode, ReportsTimesPerOpAndTokensPerSecond) {
     EXPECT_THAT(names, ::testing::Contains(std::string(op)));
   // Calls per step: one MLA per layer; the dense FFN in layer 0 only (first_k_dense_replace 1).
   for (const auto& o : r.ops) {
-    if (o.op == "mla_decode") EXPECT_EQ(o.calls, 3);
-    if (o.op == "dense_ffn") EXPECT_EQ(o.calls, 1);
-    if (o.op == "expert_ffn") EXPECT_EQ(o.calls, 2);
+    if (o.op == "mla_decode") {
+      EXPECT_EQ(o.calls, 3);
+    }
+    if (o.op == "dense_ffn") {
+      EXPECT_EQ(o.calls, 1);
+    }
+    if (o.op == "expert_ffn") {
+      EXPECT_EQ(o.calls, 2);
+    }
   }
   // The latent cache: 3 layers x 2 sequences x 41 rows x 2 (128 + 64) bytes, plus the indexer's
   // keys: 41 rows x (128 + 4) bytes per layer and sequence.

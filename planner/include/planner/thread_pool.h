@@ -2,6 +2,7 @@
 // kernels their (thread_idx, num_threads) slice. Created once, outside any timed region.
 #pragma once
 
+#include <atomic>
 #include <barrier>
 #include <condition_variable>
 #include <functional>
@@ -41,9 +42,9 @@ class ThreadPool {
   std::condition_variable cv_;
   std::condition_variable done_cv_;
   const std::function<void(int, int)>* job_ = nullptr;
-  std::uint64_t generation_ = 0;
-  int remaining_ = 0;
-  bool stop_ = false;
+  std::atomic<std::uint64_t> generation_{0};
+  std::atomic<int> remaining_{0};
+  std::atomic<bool> stop_{false};
   std::vector<double> seconds_;
   std::barrier<> start_barrier_;
   const hwdb::Topology& topo_;
