@@ -218,6 +218,36 @@ TEST(MoeGemmBlocked, ResultsDoNotDependOnTheSlicing) {
   }
 }
 
+// Q4_K with one activation vector takes its own route on the AVX-512 paths (the activation side
+// built once per call, for rows of up to 8192 weights, then read by every row group). It must give
+// the bits the batched route gives for the same vector: below, at and just past that length.
+TEST(MoeGemmBlocked, Q4KOneVectorGivesTheBitsOfABatch) {
+  for (const std::int64_t cols : {256, 8192, 8448}) {
+    const Matrix m = make_matrix(WeightFormat::kQ4_K, 2, 5, cols, 21);
+    const std::vector<float> x = make_activations(2, cols, 22);
+    const QuantizedX xq = quantize(x, 2, cols);
+    std::vector<float> ref(10);
+    moe_gemm_ref(m.shape, m.bytes, x, ref, 0, 5);
+    Matrix one = m;
+    one.shape.batch = 1;
+    const std::vector<float> x0(x.begin(), x.begin() + cols);
+    const QuantizedX xq0 = quantize(x0, 1, cols);
+    for (const MatvecIsa isa : host_paths()) {
+      std::vector<float> batched(10);
+      std::vector<float> single(5);
+      run_blocked(isa, m, x, xq, batched, 0, 5);
+      run_blocked(isa, one, x0, xq0, single, 0, 5);
+      for (std::size_t n = 0; n < 5; ++n) {
+        EXPECT_EQ(std::bit_cast<std::uint32_t>(single[n]), std::bit_cast<std::uint32_t>(batched[n]))
+            << isa_name(isa) << " cols " << cols << " row " << n;
+        EXPECT_LE(std::fabs(static_cast<double>(single[n]) - static_cast<double>(ref[n])),
+                  tolerance(m, x, xq, 0, static_cast<std::int64_t>(n)))
+            << isa_name(isa) << " cols " << cols << " row " << n;
+      }
+    }
+  }
+}
+
 TEST(MoeGemmBlocked, WritesOnlyItsSlice) {
   constexpr float kSentinel = -12345.0f;
   for (const WeightFormat f : {WeightFormat::kBf16, WeightFormat::kQ8_0, WeightFormat::kQ4_K}) {
