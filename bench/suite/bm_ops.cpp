@@ -176,8 +176,15 @@ void bm_expert_ffn(benchmark::State& state, SuiteContext& ctx, k::ExpertWeightFo
                       std::span<const float>(x).first(static_cast<std::size_t>(hidden)), std::span<float>(ref).first(static_cast<std::size_t>(hidden)), rs);
     std::fill(out.begin(), out.end(), 0.0f);
     k::expert_ffn_grouped(shape, views, ids, weights, x, plan, scratch, out);
-    if (!close(std::span<const float>(out).first(static_cast<std::size_t>(hidden)), std::span<const float>(ref).first(static_cast<std::size_t>(hidden)), 0.05f))
-      return skip(state, "validation against expert_ffn_ref failed");
+    // A loose check that catches a broken path (the kernel tests hold the derived bound): the
+    // 8-bit activations of Q8_0/Q4_K, quantized again between gate/up and down, leave errors of
+    // about 1 % of the largest output at these sizes, so compare against that scale.
+    double err = 0, scale = 0;
+    for (std::int64_t i = 0; i < hidden; ++i) {
+      err = std::max(err, static_cast<double>(std::fabs(out[static_cast<std::size_t>(i)] - ref[static_cast<std::size_t>(i)])));
+      scale = std::max(scale, static_cast<double>(std::fabs(ref[static_cast<std::size_t>(i)])));
+    }
+    if (!(err <= 0.05 * scale)) return skip(state, "validation against expert_ffn_ref failed");
   }
   const std::int64_t g_units = k::expert_ffn_gather_units(shape), u_units = k::expert_ffn_gate_up_units(shape, plan),
                      d_units = k::expert_ffn_down_units(shape);
