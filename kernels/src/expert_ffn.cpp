@@ -10,20 +10,20 @@
 #include <string>
 #include <utility>
 
+#include "entry_checks.h"
 #include "kernels/error.h"
 
 namespace deepfit::kernels {
 namespace {
+
+using entry::fail;
+using entry::expect_size;
 
 // Pairs per kernel call: the gate/up outputs of 32 pairs x 128 rows (2 x 16 KiB) and the down
 // outputs (16 KiB) live on the stack, and each 4-row weight group a kernel reads is reused for 32
 // vectors before the next group.
 constexpr std::int64_t kPairChunk = 32;
 constexpr auto kSlice = static_cast<std::size_t>(kExpertFfnSlice);
-
-[[noreturn]] void fail(const char* kernel, const std::string& what) {
-  throw InputError(std::string(kernel) + ": " + what);
-}
 
 bool quantized(ExpertWeightFormat f) { return f == ExpertWeightFormat::kQ8_0 || f == ExpertWeightFormat::kQ4_K; }
 
@@ -52,13 +52,6 @@ void check_disjoint(const char* kernel, std::initializer_list<Range> written, st
         fail(kernel, std::string(w.name) + " overlaps " + r.name + " (expected separate arrays)");
       }
     }
-  }
-}
-
-void expect_size(const char* kernel, const char* what, std::size_t got, std::int64_t expected) {
-  if (got != static_cast<std::size_t>(expected)) {
-    fail(kernel, std::string(what) + " has " + std::to_string(got) + " elements (expected " +
-                     std::to_string(expected) + ")");
   }
 }
 

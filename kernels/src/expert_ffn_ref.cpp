@@ -10,15 +10,15 @@
 #include <limits>
 #include <string>
 
+#include "entry_checks.h"
 #include "kernels/error.h"
 #include "kernels/quant_blocks.h"
 
 namespace deepfit::kernels {
 namespace {
 
-[[noreturn]] void fail(const char* kernel, const std::string& what) {
-  throw InputError(std::string(kernel) + ": " + what);
-}
+using entry::fail;
+using entry::overlaps;
 
 const char* format_name(ExpertWeightFormat f) {
   switch (f) {
@@ -39,12 +39,6 @@ std::int64_t block_weights(ExpertWeightFormat f) {
     case ExpertWeightFormat::kFp8E4m3: return 1;
   }
   return 1;
-}
-
-bool overlaps(std::span<const float> a, std::span<const float> b) {
-  if (a.empty() || b.empty()) return false;
-  const std::less<const float*> less;
-  return less(a.data(), b.data() + b.size()) && less(b.data(), a.data() + a.size());
 }
 
 // sum over k < cols of W[row][k] * v[k] in double, W one matrix [rows][cols] of the layer's

@@ -11,19 +11,21 @@
 #include <limits>
 #include <string>
 
+#include "entry_checks.h"
 #include "kernels/error.h"
 #include "kernels/quant_blocks.h"
 
 namespace deepfit::kernels {
 namespace {
 
+using entry::fail;
+using entry::checked_product;
+using entry::expect_size;
+using entry::overlaps;
+
 // Upper bounds that keep every size product far from int64 overflow; far above any real model.
 constexpr std::int64_t kMaxDim = 1 << 16;
 constexpr std::int64_t kMaxCtxLen = std::numeric_limits<std::int32_t>::max();
-
-[[noreturn]] void fail(const char* kernel, const std::string& what) {
-  throw InputError(std::string(kernel) + ": " + what);
-}
 
 const char* format_name(MlaCacheFormat f) { return f == MlaCacheFormat::kBf16 ? "bf16" : "fp8"; }
 
@@ -51,31 +53,6 @@ void check_dims(const char* kernel, const MlaDims& d, MlaCacheFormat format) {
   check_latent_rope(kernel, format, d.kv_lora_rank, d.qk_rope_head_dim);
   check_range(kernel, "qk_nope_head_dim", d.qk_nope_head_dim, 1, kMaxDim);
   check_range(kernel, "v_head_dim", d.v_head_dim, 1, kMaxDim);
-}
-
-// a * b for non-negative counts, or InputError when it does not fit an int64.
-std::int64_t checked_product(const char* kernel, std::int64_t a, std::int64_t b, const char* what) {
-  if (a != 0 && b > std::numeric_limits<std::int64_t>::max() / a) {
-    fail(kernel, std::string(what) + " overflows: " + std::to_string(a) + " x " + std::to_string(b));
-  }
-  return a * b;
-}
-
-void expect_size(const char* kernel, const char* what, std::size_t got, std::int64_t expected) {
-  if (got != static_cast<std::size_t>(expected)) {
-    fail(kernel, std::string(what) + " has " + std::to_string(got) + " elements (expected " + std::to_string(expected) +
-                     ")");
-  }
-}
-
-// Whether two arrays share memory; std::less gives a total order on unrelated pointers.
-template <typename A, typename B>
-bool overlaps(std::span<const A> a, std::span<const B> b) {
-  if (a.empty() || b.empty()) return false;
-  const auto* a0 = reinterpret_cast<const std::byte*>(a.data());
-  const auto* b0 = reinterpret_cast<const std::byte*>(b.data());
-  const std::less<const std::byte*> less;
-  return less(a0, b0 + b.size_bytes()) && less(b0, a0 + a.size_bytes());
 }
 
 void check_finite(const char* kernel, const char* what, std::span<const float> x) {

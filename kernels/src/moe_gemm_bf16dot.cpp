@@ -11,6 +11,7 @@
 #include <string>
 #include <type_traits>
 
+#include "entry_checks.h"
 #include "kernels/error.h"
 #include "kernels/moe_gemm.h"
 #include "kernels/quant_blocks.h"
@@ -21,6 +22,10 @@
 
 namespace deepfit::kernels {
 namespace {
+
+using entry::fail;
+using entry::expect_size;
+using entry::overlaps;
 
 constexpr std::size_t kLanes = 16;  // fp32 lanes of a 512-bit accumulator: vectors per dot
 constexpr auto kPanel = static_cast<std::size_t>(kBf16PanelVectors);
@@ -48,25 +53,6 @@ PackedLayout layout_of(std::int64_t batch, std::int64_t cols) {
   const auto b = static_cast<std::size_t>(batch);
   const auto k = static_cast<std::size_t>(cols);
   return {b, k, (k + 1) / 2, (b + kLanes - 1) / kLanes * kLanes};
-}
-
-[[noreturn]] void fail(const char* kernel, const std::string& what) { throw InputError(std::string(kernel) + ": " + what); }
-
-void expect_size(const char* kernel, const char* what, std::size_t got, std::int64_t expected) {
-  if (got != static_cast<std::size_t>(expected)) {
-    fail(kernel, std::string(what) + " has " + std::to_string(got) + " elements (expected " + std::to_string(expected) +
-                     ")");
-  }
-}
-
-// Whether two arrays share memory; std::less gives a total order on unrelated pointers.
-template <typename A, typename B>
-bool overlaps(std::span<A> a, std::span<B> b) {
-  if (a.empty() || b.empty()) return false;
-  const auto* a0 = reinterpret_cast<const std::byte*>(a.data());
-  const auto* b0 = reinterpret_cast<const std::byte*>(b.data());
-  const std::less<const std::byte*> less;
-  return less(a0, b0 + b.size_bytes()) && less(b0, a0 + a.size_bytes());
 }
 
 std::uint16_t u16_at(const std::byte* p) {

@@ -8,6 +8,7 @@
 #include <limits>
 #include <string>
 
+#include "entry_checks.h"
 #include "kernels/error.h"
 #include "kernels/quant_blocks.h"
 
@@ -15,31 +16,10 @@ namespace deepfit::kernels {
 namespace detail {
 namespace {
 
-[[noreturn]] void fail(const char* kernel, const std::string& what) {
-  throw InputError(std::string(kernel) + ": " + what);
-}
-
-// a * b for non-negative counts, or InputError when it does not fit an int64.
-std::int64_t checked_product(const char* kernel, std::int64_t a, std::int64_t b, const char* what) {
-  if (a != 0 && b > std::numeric_limits<std::int64_t>::max() / a) {
-    fail(kernel, std::string(what) + " overflows: " + std::to_string(a) + " x " + std::to_string(b));
-  }
-  return a * b;
-}
-
-void expect_size(const char* kernel, const char* what, std::size_t got, std::int64_t expected) {
-  if (got != static_cast<std::size_t>(expected)) {
-    fail(kernel, std::string(what) + " has " + std::to_string(got) + " elements (expected " +
-                     std::to_string(expected) + ")");
-  }
-}
-
-// Whether two float arrays share memory; std::less gives a total order on unrelated pointers.
-bool overlaps(std::span<const float> a, std::span<const float> b) {
-  if (a.empty() || b.empty()) return false;
-  const std::less<const float*> less;
-  return less(a.data(), b.data() + b.size()) && less(b.data(), a.data() + a.size());
-}
+using entry::fail;
+using entry::checked_product;
+using entry::expect_size;
+using entry::overlaps;
 
 }  // namespace
 

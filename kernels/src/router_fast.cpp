@@ -103,30 +103,7 @@ inline __mmask16 first_lanes(std::size_t n) {
   return n >= kLanes ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1);
 }
 
-// detail::exp_fp32 on 16 lanes: the same IEEE operations in the same order, hence the same bits
-// (the router test checks this against the scalar function). Keep in step with
-// token_ops_fast.cpp's copy and with token_ops_ref.cpp.
-inline __m512 exp_fp32(__m512 t) {
-  const __mmask16 nan = _mm512_cmp_ps_mask(t, t, _CMP_UNORD_Q);
-  const __mmask16 low = _mm512_cmp_ps_mask(t, _mm512_set1_ps(-86.5f), _CMP_LT_OQ);
-  const __m512 tc = _mm512_min_ps(t, _mm512_set1_ps(89.0f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(tc, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693147182464599609375f), tc);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-1.90465429995e-09f), r);
-  __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(126)), 23);
-  __m512 out = _mm512_mul_ps(_mm512_add_ps(p, p), _mm512_castsi512_ps(bits));
-  out = _mm512_mask_mov_ps(out, low, _mm512_setzero_ps());
-  return _mm512_mask_mov_ps(out, nan, t);
-}
+#include "exp_avx512.h"  // exp_fp32 on 16 lanes, shared with token_ops_fast.cpp
 
 // The sum of the two largest of c[begin, begin + n) (n >= 2): lane-wise top two, then merged.
 inline float top2_sum(const float* c, std::size_t n) {

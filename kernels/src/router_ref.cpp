@@ -11,15 +11,14 @@
 #include <functional>
 #include <string>
 
+#include "entry_checks.h"
 #include "kernels/error.h"
 
 namespace deepfit::kernels {
 namespace detail {
 namespace {
 
-[[noreturn]] void fail(const char* kernel, const std::string& what) {
-  throw InputError(std::string(kernel) + ": " + what);
-}
+using entry::fail;
 
 std::string str(std::int64_t v) { return std::to_string(v); }
 

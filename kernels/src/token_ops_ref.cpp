@@ -13,6 +13,7 @@
 #include <numbers>
 #include <string>
 
+#include "entry_checks.h"
 #include "kernels/error.h"
 #include "kernels/quant_blocks.h"
 
@@ -20,9 +21,7 @@ namespace deepfit::kernels {
 namespace detail {
 namespace {
 
-[[noreturn]] void fail(const char* kernel, const std::string& what) {
-  throw InputError(std::string(kernel) + ": " + what);
-}
+using entry::fail;
 
 std::string str(std::int64_t v) { return std::to_string(v); }
 
