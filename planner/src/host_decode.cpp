@@ -396,6 +396,7 @@ class DecodeLoop {
   std::vector<std::vector<float>> mla_scratch_;
   std::vector<std::vector<std::uint32_t>> topk_scratch_;
   std::vector<double> mla_ref_scratch_;
+  std::vector<k::MlaSequence> seqs_;
 };
 
 void DecodeLoop::check_memory() const {
@@ -621,8 +622,6 @@ void DecodeLoop::step(ThreadPool* pool) {
   } else {
     ensure(mla_ref_scratch_, k::mla_ref_scratch_doubles(dims_));
   }
-  const k::MlaLayer* unused = nullptr;
-  (void)unused;
 
   const k::EmbeddingShape emb{B, m_.vocab_size, D};
   op("embedding", k::work_of(emb), pool, [&](int i, int n) {
@@ -647,7 +646,7 @@ void DecodeLoop::step(ThreadPool* pool) {
       std::copy_n(kva_.begin() + b * (Lr + R), Lr, lat_.begin() + b * Lr);
       std::copy_n(kva_.begin() + b * (Lr + R) + Lr, R, kr_.begin() + b * R);
     }
-    norm("kv_a_norm", L.kv_norm, Lr, std::vector<float>(lat_), lat_, pool);
+    norm("kv_a_norm", L.kv_norm, Lr, lat_, lat_, pool);  // in place (rms_norm allows it)
     const k::RopeShape rq{B, H, qk, Dn, R, ctx, k::RopeLayout::kInterleaved};
     const k::RopeShape rk{B, 1, R, 0, R, ctx, k::RopeLayout::kInterleaved};
     k::Work rw = k::work_of(rq);
@@ -763,7 +762,8 @@ void DecodeLoop::step(ThreadPool* pool) {
       std::copy_n(q_.begin() + t * qk, Dn, qn_.begin() + t * Dn);
       std::copy_n(q_.begin() + t * qk + Dn, R, qr_.begin() + t * R);
     }
-    std::vector<k::MlaSequence> seqs;
+    seqs_.clear();
+    std::vector<k::MlaSequence>& seqs = seqs_;
     for (std::int64_t b = 0; b < B; ++b)
       seqs.push_back({L.kv[to_z(b)], ctx,
                       sparse ? std::span<const std::int32_t>(positions_).subspan(to_z(b * m_.index_top_k), to_z(m_.index_top_k))
