@@ -21,6 +21,8 @@ Catalog Catalog::load(const std::string& root) {
   c.devices = hwdb::DeviceDb::load_dir(root + "/hwdb/devices");
   c.quants = QuantDb::load(root + "/data/quants.json");
   c.frameworks = FrameworkDb::load_dir(root + "/data/frameworks");
+  c.links = LinkDb::load(root + "/data/links.json");
+  c.workloads = WorkloadDb::load(root + "/data/workloads.json");
   return c;
 }
 

@@ -25,15 +25,19 @@ std::string dominant_format(const StoredModel& st) {
   return best;
 }
 
+bool in_part(const Tensor& t, WeightPart part) {
+  const bool routed = t.role == TensorRole::kRoutedExpert;
+  return part == WeightPart::kAll || (part == WeightPart::kRoutedExpertsOnly) == routed;
+}
+
 // Active parameters a token multiplies with (embedding rows are gathers, not products).
-double matmul_params(const StoredModel& st, const ModelSpec& m, std::int64_t batch, bool mtp) {
+double matmul_params(const StoredModel& st, const ModelSpec& m, bool mtp, WeightPart part) {
   double n = 0;
   for (const auto& t : st.tensors) {
-    if (!t.tensor.is_matrix() || t.tensor.role == TensorRole::kEmbedding || (t.tensor.mtp && !mtp)) continue;
+    if (!t.tensor.is_matrix() || t.tensor.role == TensorRole::kEmbedding || (t.tensor.mtp && !mtp) || !in_part(t.tensor, part)) continue;
     const double e = static_cast<double>(t.tensor.num_elements());
     n += t.tensor.role == TensorRole::kRoutedExpert ? e / static_cast<double>(m.num_experts) * static_cast<double>(m.top_k) : e;
   }
-  (void)batch;
   return n;
 }
 
@@ -79,18 +83,23 @@ std::optional<std::pair<std::string, double>> compute_peak(const hwdb::Device& d
   return pick("fp32", pk.fp32);
 }
 
-PhaseCost decode_step(const FitSetup& s, const PerfParams& p, std::int64_t batch, std::int64_t context_tokens) {
-  DEEPFIT_ASSERT(s.device && batch >= 1 && context_tokens >= 0, "decode_step needs a device and a batch");
+PhaseCost decode_step(const FitSetup& s, const PerfParams& p, std::int64_t batch, std::int64_t context_tokens, const StepShape& shape) {
+  DEEPFIT_ASSERT(s.device && batch >= 1 && context_tokens >= 0 && shape.tokens_per_sequence >= 1, "decode_step needs a device and a batch");
   const ModelSpec& m = *s.model;
   PhaseCost c;
-  const double experts_read = m.is_moe() ? expected_experts(m.num_experts, m.top_k, batch) / static_cast<double>(m.num_experts) : 1.0;
+  const std::int64_t tokens = batch * shape.tokens_per_sequence;
+  const double experts_read = m.is_moe() ? expected_experts(m.num_experts, m.top_k, tokens) / static_cast<double>(m.num_experts) : 1.0;
   for (const auto& t : s.stored->tensors) {
-    if (t.tensor.mtp && !s.mtp) continue;
+    if ((t.tensor.mtp && !s.mtp) || !in_part(t.tensor, shape.part)) continue;
     if (t.tensor.role == TensorRole::kEmbedding) continue;  // a gather of `batch` rows: negligible
     double bytes = static_cast<double>(t.bytes) * device_share(t.tensor, m, s.parallel);
     if (t.tensor.role == TensorRole::kRoutedExpert) bytes *= experts_read;
     c.weight_bytes += bytes;
   }
+  const double tp = static_cast<double>(s.parallel.tp);
+  // FLOPs: 2 per weight per token, plus attention over the context.
+  c.flops = 2.0 * matmul_params(*s.stored, m, s.mtp, shape.part) * static_cast<double>(tokens) / tp;
+  if (shape.part == WeightPart::kRoutedExpertsOnly) return finish(c, *s.device, p, dominant_format(*s.stored));
   // KV: every cached position per sequence (DSA: the indexer scans all, attention reads top-k).
   const KvPerToken kv = kv_of(s);
   const double layers = static_cast<double>(kv.num_full_layers + kv.num_window_layers);
@@ -101,9 +110,6 @@ PhaseCost decode_step(const FitSetup& s, const PerfParams& p, std::int64_t batch
                  (static_cast<double>(kv.indexer_bytes_per_layer) + static_cast<double>(kv.attention_bytes_per_layer) * attended);
   }
   c.kv_bytes = kv_per_seq * static_cast<double>(batch);
-  // FLOPs: 2 per weight per token, plus attention over the context.
-  const double tp = static_cast<double>(s.parallel.tp);
-  c.flops = 2.0 * matmul_params(*s.stored, m, batch, s.mtp) * static_cast<double>(batch) / tp;
   const double ctx = static_cast<double>(context_tokens);
   double attn = 0;
   if (m.mla) {
@@ -114,23 +120,24 @@ PhaseCost decode_step(const FitSetup& s, const PerfParams& p, std::int64_t batch
   } else {
     attn = 4.0 * static_cast<double>(m.num_heads) / tp * ctx * static_cast<double>(m.head_dim);
   }
-  c.flops += attn * layers * static_cast<double>(batch);
+  c.flops += attn * layers * static_cast<double>(tokens);
   return finish(c, *s.device, p, dominant_format(*s.stored));
 }
 
-PhaseCost prefill(const FitSetup& s, const PerfParams& p, std::int64_t tokens, std::int64_t context_tokens) {
+PhaseCost prefill(const FitSetup& s, const PerfParams& p, std::int64_t tokens, std::int64_t context_tokens, WeightPart part) {
   DEEPFIT_ASSERT(s.device && tokens >= 1 && context_tokens >= 0, "prefill needs a device and tokens");
   const ModelSpec& m = *s.model;
   PhaseCost c;
   // Weights are read once per pass; at prefill batch sizes every expert is used.
   for (const auto& t : s.stored->tensors) {
-    if ((t.tensor.mtp && !s.mtp) || t.tensor.role == TensorRole::kEmbedding) continue;
+    if ((t.tensor.mtp && !s.mtp) || t.tensor.role == TensorRole::kEmbedding || !in_part(t.tensor, part)) continue;
     double bytes = static_cast<double>(t.bytes) * device_share(t.tensor, m, s.parallel);
     if (t.tensor.role == TensorRole::kRoutedExpert) bytes *= expected_experts(m.num_experts, m.top_k, tokens) / static_cast<double>(m.num_experts);
     c.weight_bytes += bytes;
   }
   const double tp = static_cast<double>(s.parallel.tp), n = static_cast<double>(tokens);
-  c.flops = 2.0 * matmul_params(*s.stored, m, tokens, s.mtp) * n / tp;
+  c.flops = 2.0 * matmul_params(*s.stored, m, s.mtp, part) * n / tp;
+  if (part == WeightPart::kRoutedExpertsOnly) return finish(c, *s.device, p, dominant_format(*s.stored));
   // Causal attention: token i attends to context + i positions (non-absorbed MLA uses per-head dims).
   const double pairs = n * static_cast<double>(context_tokens) + n * (n + 1) / 2;
   const KvPerToken kv = kv_of(s);

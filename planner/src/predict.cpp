@@ -7,38 +7,13 @@
 
 #include "hwdb/json_check.h"
 #include "kernels/error.h"
+#include "planner/serving.h"
 
 namespace deepfit::planner {
 namespace {
 
 using hwdb::Json;
 using hwdb::JsonWhere;
-
-// Per-direction link bandwidth between the devices of a split, in GB/s. Inside a node: the
-// scale-up fabric (records give bidirectional totals); beyond it: the NIC; else PCIe x16 from its
-// generation (PCI-SIG: 8, 16, 32, 64 GT/s per lane for gen 3-6, 128b/130b coding).
-std::optional<double> link_gbps(const hwdb::Device& d, std::int64_t count) {
-  if (count <= d.devices_per_node && d.scale_up)
-    return d.scale_up->bandwidth_gbps / (d.scale_up->bidirectional.value_or(true) ? 2.0 : 1.0);
-  if (count > d.devices_per_node && d.scale_out_gbps) return *d.scale_out_gbps;
-  if (d.pcie_gen && *d.pcie_gen >= 3) return 8.0 * std::pow(2.0, static_cast<double>(*d.pcie_gen - 3)) * 16 * 128.0 / 130.0 / 8.0;
-  return std::nullopt;
-}
-
-// Collective time for `tokens` tokens through every layer: TP all-reduces (two per layer, ring),
-// EP dispatch (fp8) and combine (bf16) per MoE layer, PP hand-offs. Bandwidth terms only.
-double comm_seconds(const FitSetup& s, double tokens, double link) {
-  const ModelSpec& m = *s.model;
-  const ParallelPlan& p = s.parallel;
-  const double H = static_cast<double>(m.hidden_dim), L = static_cast<double>(m.num_layers);
-  double bytes = 0;
-  if (p.tp > 1) bytes += L * 2 * 2.0 * (static_cast<double>(p.tp) - 1) / static_cast<double>(p.tp) * tokens * H * 2;
-  if (p.ep > 1)
-    bytes += static_cast<double>(m.num_moe_layers()) * tokens * static_cast<double>(m.top_k) * H * 3 *
-             (static_cast<double>(p.ep) - 1) / static_cast<double>(p.ep);
-  if (p.pp > 1) bytes += (static_cast<double>(p.pp) - 1) * tokens * H * 2;
-  return bytes / (link * 1e9);
-}
 
 }  // namespace
 
@@ -76,17 +51,14 @@ std::optional<CalibrationGroup> CalibrationDb::find(const std::string& framework
 }
 
 void predict_speed(const Catalog& cat, const CalibrationDb& cal, FitRecord& rec, const ServingOptions& so, const FitSetup& s) {
-  (void)cat;
   const hwdb::Device& d = *s.device;
-  const ModelSpec& m = *s.model;
-  const double layers = static_cast<double>(m.num_layers);
   std::string dec_key, pre_key;
   const std::string kind = hwdb::to_string(d.kind);
   const auto dec_cal = cal.find(rec.framework, "decode_tok_s_per_user", kind, &dec_key);
   const auto pre_cal = cal.find(rec.framework, "prefill_tok_s_total", kind, &pre_key);
-  const auto link = s.count > 1 ? link_gbps(d, s.count) : std::optional<double>(1.0);
-  // Prefill of one request does not depend on the concurrency: price it once.
-  std::optional<PhaseCost> pre;
+  const double a_d = dec_cal ? dec_cal->roofline_factor : 1.0, o_d = dec_cal ? dec_cal->per_layer_overhead_s : 0.0;
+  const double a_p = pre_cal ? pre_cal->roofline_factor : 1.0, o_p = pre_cal ? pre_cal->per_layer_overhead_s : 0.0;
+  const std::optional<LinkModel> link = s.count > 1 ? link_model(d, s.count, cat.links) : std::nullopt;
   for (auto& r : rec.results) {
     Speed sp;
     const std::int64_t want = r.concurrency;
@@ -100,46 +72,64 @@ void predict_speed(const Catalog& cat, const CalibrationDb& cal, FitRecord& rec,
     if (sp.served_concurrency < want)
       r.notes.push_back("KV capacity admits " + std::to_string(cap) + " sequences at this context; the other " +
                         std::to_string(want - sp.served_concurrency) + " requests wait");
-    if (!link) {
+    if (s.count > 1 && !link) {
       r.notes.push_back("no speed: the device record gives no link bandwidth for a " + std::to_string(s.count) + "-device split");
       r.speed = sp;
       continue;
     }
-    const std::int64_t b = (sp.served_concurrency + s.parallel.dp - 1) / s.parallel.dp;
-    const std::int64_t ctx = so.decode_context.value_or(so.input_tokens + so.output_tokens / 2);
-    const PhaseCost dec = decode_step(s, PerfParams{}, b, ctx);
-    if (!pre) pre = prefill(s, PerfParams{}, so.input_tokens, 0);
-    const double a_d = dec_cal ? dec_cal->roofline_factor : 1.0, o_d = dec_cal ? dec_cal->per_layer_overhead_s : 0.0;
-    const double a_p = pre_cal ? pre_cal->roofline_factor : 1.0, o_p = pre_cal ? pre_cal->per_layer_overhead_s : 0.0;
-    const double comm_d = s.count > 1 ? comm_seconds(s, static_cast<double>(b), *link) : 0.0;
-    const double comm_p = s.count > 1 ? comm_seconds(s, static_cast<double>(so.input_tokens), *link) : 0.0;
-    const double t_dec = a_d * dec.seconds + o_d * layers + comm_d;
-    const double t_pre = a_p * pre->seconds + o_p * layers + comm_p;
-    // Continuous batching: each of the b sequences of a rank needs one prefill per output_tokens
-    // steps, and prefill shares the device, so a user's token cadence includes that share.
-    const double tpot = t_dec + static_cast<double>(b) * t_pre / static_cast<double>(so.output_tokens);
+    ServingRequest rq;
+    rq.concurrency = sp.served_concurrency;
+    rq.input_tokens = so.input_tokens;
+    rq.output_tokens = so.output_tokens;
+    rq.decode_context = so.decode_context;
+    rq.mtp_acceptance = so.mtp_acceptance;
+    const ServingTerms t = serving_terms(s, rq, link, so.host);
+    const double tpot = tpot_terms(t, rq).at(a_d, o_d), cycle = cycle_terms(t, rq).at(a_d, o_d);
+    const double t_pre = t.prefill.at(a_p, o_p);
     sp.tpot_ms = tpot * 1e3;
-    sp.ttft_ms = (t_pre + t_dec) * 1e3;
+    sp.ttft_ms = (t_pre + t.step.at(a_d, o_d)) * 1e3;
     sp.decode_tok_s_per_user = 1.0 / tpot;
-    sp.output_tok_s_total = static_cast<double>(sp.served_concurrency) / tpot;
+    sp.output_tok_s_total = static_cast<double>(sp.served_concurrency) / cycle;
     sp.output_tok_s_per_gpu = *sp.output_tok_s_total / static_cast<double>(s.count);
     sp.prefill_tok_s_total = *sp.output_tok_s_total * static_cast<double>(so.input_tokens) / static_cast<double>(so.output_tokens);
-    if (d.price) sp.cost_usd_per_mtok_output = d.price->usd_per_hour * static_cast<double>(s.count) / 3600.0 / *sp.output_tok_s_total * 1e6;
-    else r.notes.push_back("cost: " + d.id + " has no public price per hour (pass --price-per-hour)");
-    sp.bottleneck = sp.served_concurrency < want ? "kv capacity"
-                    : comm_d > a_d * dec.seconds ? "communication"
-                    : dec.bottleneck == "memory" ? "memory bandwidth" : "compute";
+    const double device_hours_per_s = static_cast<double>(s.count) / 3600.0;
+    if (d.price) {
+      sp.cost_usd_per_mtok_output = d.price->usd_per_hour * device_hours_per_s / *sp.output_tok_s_total * 1e6;
+      // Input tokens: the devices prefilling back to back, one prompt per DP rank at a time.
+      const double prefill_capacity = static_cast<double>(std::min(sp.served_concurrency, s.parallel.dp) * so.input_tokens) / t_pre;
+      sp.cost_usd_per_mtok_input = d.price->usd_per_hour * device_hours_per_s / prefill_capacity * 1e6;
+    } else {
+      r.notes.push_back("cost: " + d.id + " has no public price per hour (pass --price-per-hour)");
+    }
+    if (so.usd_per_kwh) {
+      if (d.tdp_w) {
+        // Upper bound: every device drawing its TDP the whole time.
+        const double usd_per_s = *d.tdp_w * static_cast<double>(s.count) / 1000.0 * *so.usd_per_kwh / 3600.0;
+        sp.energy_usd_per_mtok_output = usd_per_s / *sp.output_tok_s_total * 1e6;
+      } else {
+        r.notes.push_back("energy: " + d.id + " has no TDP in its record");
+      }
+    }
+    const double busy = a_d * t.dec.seconds;
+    sp.bottleneck = sp.served_concurrency < want       ? "kv capacity"
+                    : t.host_step_s * a_d > busy        ? "host memory bandwidth"
+                    : t.comm_step_s > busy              ? "communication"
+                    : t.dec.bottleneck == "memory"      ? "memory bandwidth"
+                                                        : "compute";
     if (dec_cal) {
       sp.basis = "roofline calibrated on " + std::to_string(dec_cal->rows) + " published measurements (" + dec_key + ")";
       sp.expected_error_pct = dec_cal->loo_median_abs_error_pct;
-      if (b > 1) r.notes.push_back("calibration comes from single-stream measurements; batched decode is roofline-extrapolated");
     } else {
       sp.basis = "datasheet roofline only: no published measurements of " + rec.framework + " on " + kind + " devices";
       r.notes.push_back("expected_error_pct is null: no held-out check exists for this framework and device class");
     }
     if (!pre_cal) r.notes.push_back("prefill/TTFT: datasheet roofline only (no calibration group)");
     r.notes.push_back("TTFT is at light load (queueing is not modelled); TPOT includes the prefill share of continuous batching");
-    if (s.count > 1) r.notes.push_back("communication: bandwidth terms only (no link latency)");
+    if (rq.mtp_acceptance)
+      r.notes.push_back("MTP: one draft token accepted at " + std::to_string(static_cast<int>(std::lround(*rq.mtp_acceptance * 100))) +
+                        " %, so " + std::to_string(t.tokens_per_step).substr(0, 4) + " tokens per verification step");
+    if (so.host) r.notes.push_back("hybrid: routed experts computed by " + so.host->id + " from host RAM after the GPU part (no overlap)");
+    if (link && !link->latency_s) r.notes.push_back("communication: no published collective latency for " + link->fabric + " (bandwidth terms only)");
     DEEPFIT_ASSERT(std::isfinite(tpot) && tpot > 0, "non-finite TPOT");
     r.speed = sp;
   }
@@ -171,7 +161,10 @@ std::vector<FitRecord> plan_predict(const Catalog& cat, const CalibrationDb& cal
     s.kv_dtype = rec.kv_dtype;
     s.offload = rec.offload;
     s.mtp = opt.mtp;
-    if (s.offload.kind != Offload::Kind::kNone) throw InputError("--offload: hybrid CPU+GPU speed is not modelled yet (fit works)");
+    if (s.offload.kind == Offload::Kind::kLayers)
+      throw InputError("--offload layers:N: the speed of a layer split between GPU and CPU is not modelled (fit works; use --offload experts)");
+    if (s.offload.kind == Offload::Kind::kExperts && !so.host)
+      throw InputError("--offload experts: pass --host-device ID (the CPU that computes the experts from host RAM)");
     predict_speed(cat, cal, rec, so, s);
     out.push_back(std::move(rec));
   }

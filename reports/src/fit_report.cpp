@@ -44,6 +44,8 @@ json result_json(const planner::FitRecord& rec, const planner::FitResult& r) {
     j["tpot_ms"] = opt(sp.tpot_ms);
     j["bottleneck"] = sp.bottleneck.empty() ? json(nullptr) : json(sp.bottleneck);
     j["cost_usd_per_mtok_output"] = opt(sp.cost_usd_per_mtok_output);
+    j["cost_usd_per_mtok_input"] = opt(sp.cost_usd_per_mtok_input);
+    j["energy_usd_per_mtok_output"] = opt(sp.energy_usd_per_mtok_output);
     j["served_concurrency"] = sp.served_concurrency;
     j["basis"] = "memory: tensor inventory x storage format, " + rec.framework + " KV layout and reserve; speed: " +
                  (sp.basis.empty() ? std::string("none") : sp.basis);

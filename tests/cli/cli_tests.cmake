@@ -139,6 +139,21 @@ deepfit_cli_case(compare_bad_device 2 ARGS compare --model deepseek-v3.2 --devic
 deepfit_cli_case(compare_bad_slo 2 ARGS compare --model deepseek-v3.2 --slo-tpot-ms fast STDERR "--slo-tpot-ms" EMPTY)
 deepfit_cli_case(predict_context 0 ARGS predict --model llama-3-8b --device rtx-4090 --quant q4_k_m --context 1K,4K --concurrency 1
                  STDOUT "4096")
+deepfit_cli_case(predict_mtp_workload_energy 0 ARGS predict --model deepseek-v3.2 --device h200-sxm --count 8 --mtp --workload sharegpt
+                 --usd-per-kwh 0.12 --concurrency 1 --format json
+                 STDOUT "\"energy_usd_per_mtok_output\":" "\"cost_usd_per_mtok_input\":" "MTP: one draft token accepted at 85 %")
+deepfit_cli_case(predict_hybrid 0 ARGS predict --model deepseek-v3 --quant q4_k_m --device rtx-4090 --offload experts
+                 --host-device xeon-gold-6454s --concurrency 1 STDOUT "hybrid: routed experts computed by xeon-gold-6454s")
+deepfit_cli_case(predict_unknown_workload 2 ARGS predict --model llama-3-8b --device rtx-4090 --workload shargpt
+                 STDERR "unknown workload 'shargpt'" "sharegpt" EMPTY)
+deepfit_cli_case(predict_workload_and_lengths 2 ARGS predict --model llama-3-8b --device rtx-4090 --workload sharegpt --input 100
+                 STDERR "either --workload or --input/--output" EMPTY)
+deepfit_cli_case(predict_hybrid_needs_host 2 ARGS predict --model deepseek-v3 --quant q4_k_m --device rtx-4090 --offload experts
+                 STDERR "--host-device" EMPTY)
+deepfit_cli_case(predict_host_not_cpu 2 ARGS predict --model deepseek-v3 --quant q4_k_m --device rtx-4090 --offload experts
+                 --host-device h100-sxm STDERR "is not a CPU" EMPTY)
+deepfit_cli_case(predict_bad_acceptance 2 ARGS predict --model deepseek-v3.2 --device h200-sxm --count 8 --mtp --mtp-acceptance 1.5
+                 STDERR "--mtp-acceptance" EMPTY)
 
 # --- deepfit bench (issue #4): the suite's names, bad input, one small case really run ---
 deepfit_cli_case(bench_list 0 ARGS bench --list --filter "expert_gemv/q4_k/batch:1/"

@@ -56,7 +56,7 @@ struct Memory {
 // Serving speed and cost at one concurrency (filled by `predict`; absent in `fit`).
 struct Speed {
   std::optional<double> decode_tok_s_per_user, output_tok_s_total, output_tok_s_per_gpu, prefill_tok_s_total;
-  std::optional<double> ttft_ms, tpot_ms, cost_usd_per_mtok_output;
+  std::optional<double> ttft_ms, tpot_ms, cost_usd_per_mtok_output, cost_usd_per_mtok_input, energy_usd_per_mtok_output;
   std::string bottleneck;
   std::string basis;
   std::optional<double> expected_error_pct;

@@ -8,6 +8,8 @@
 
 #include "hwdb/device_db.h"
 #include "planner/framework.h"
+#include "planner/links.h"
+#include "planner/workload.h"
 #include "planner/model_spec.h"
 #include "planner/quant.h"
 
@@ -27,6 +29,8 @@ class Catalog {
   hwdb::DeviceDb devices;
   QuantDb quants;
   FrameworkDb frameworks;
+  LinkDb links;
+  WorkloadDb workloads;
 
  private:
   std::string root_;

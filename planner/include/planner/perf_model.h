@@ -37,9 +37,20 @@ double expected_experts(std::int64_t num_experts, std::int64_t top_k, std::int64
 // no usable peak (then compute time is unknown).
 std::optional<std::pair<std::string, double>> compute_peak(const hwdb::Device& d, const std::string& weight_format);
 
+// Which weights a phase prices: all, or the split of a hybrid CPU+GPU run (routed experts on the
+// host CPU, everything else on the GPU).
+enum class WeightPart { kAll, kExceptRoutedExperts, kRoutedExpertsOnly };
+
+struct StepShape {
+  std::int64_t tokens_per_sequence = 1;  // MTP verification: the token and its draft, one KV read
+  WeightPart part = WeightPart::kAll;    // kRoutedExpertsOnly has no attention and no KV
+};
+
 // One decode step for `batch` sequences at `context_tokens` positions each, on the busiest DP rank.
-PhaseCost decode_step(const FitSetup& s, const PerfParams& p, std::int64_t batch, std::int64_t context_tokens);
+PhaseCost decode_step(const FitSetup& s, const PerfParams& p, std::int64_t batch, std::int64_t context_tokens,
+                      const StepShape& shape = {});
 // Prefill of `tokens` new tokens (one sequence, after `context_tokens` already cached).
-PhaseCost prefill(const FitSetup& s, const PerfParams& p, std::int64_t tokens, std::int64_t context_tokens);
+PhaseCost prefill(const FitSetup& s, const PerfParams& p, std::int64_t tokens, std::int64_t context_tokens,
+                  WeightPart part = WeightPart::kAll);
 
 }  // namespace deepfit::planner

@@ -40,6 +40,9 @@ struct ServingOptions {
   // Price decode at this KV position instead of the request's average (input + output/2): the
   // cost-per-token-position view of DeepSeek's V3.2 paper (Figure 3).
   std::optional<std::int64_t> decode_context;
+  std::optional<double> mtp_acceptance;    // MTP speculative decoding (one draft token)
+  std::optional<double> usd_per_kwh;       // energy cost at TDP
+  const hwdb::Device* host = nullptr;      // hybrid CPU+GPU: the CPU computing the routed experts
 };
 
 // Fills the speed fields of each result of `rec` (computed by plan_fit with a device).

@@ -1,0 +1,122 @@
+// Serving arithmetic shared by predict and validate (see serving.h).
+#include "planner/serving.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "hwdb/json_check.h"
+#include "kernels/error.h"
+
+namespace deepfit::planner {
+namespace {
+
+// Link time for `tokens` tokens through every layer: TP all-reduces (two per layer, ring), EP
+// dispatch (fp8) and combine (bf16) per MoE layer, PP hand-offs; each collective also pays the
+// fabric's latency once.
+double comm_seconds(const FitSetup& s, double tokens, const LinkModel& link) {
+  const ModelSpec& m = *s.model;
+  const ParallelPlan& p = s.parallel;
+  const double H = static_cast<double>(m.hidden_dim), L = static_cast<double>(m.num_layers);
+  const double moe_layers = static_cast<double>(m.num_moe_layers());
+  double bytes = 0, collectives = 0;
+  if (p.tp > 1) {
+    bytes += L * 2 * 2.0 * (static_cast<double>(p.tp) - 1) / static_cast<double>(p.tp) * tokens * H * 2;
+    collectives += 2 * L;
+  }
+  if (p.ep > 1) {
+    bytes += moe_layers * tokens * static_cast<double>(m.top_k) * H * 3 * (static_cast<double>(p.ep) - 1) / static_cast<double>(p.ep);
+    collectives += 2 * moe_layers;
+  }
+  if (p.pp > 1) {
+    bytes += (static_cast<double>(p.pp) - 1) * tokens * H * 2;
+    collectives += static_cast<double>(p.pp) - 1;
+  }
+  return bytes / (link.gbps * 1e9) + collectives * link.latency_s.value_or(0.0);
+}
+
+}  // namespace
+
+ServingTerms serving_terms(const FitSetup& s, const ServingRequest& rq, const std::optional<LinkModel>& link,
+                           const hwdb::Device* host) {
+  DEEPFIT_ASSERT(rq.concurrency >= 1 && rq.input_tokens >= 1 && rq.output_tokens >= 1, "serving needs a request");
+  DEEPFIT_ASSERT(s.count == 1 || link, "a split needs a link");
+  const ModelSpec& m = *s.model;
+  ServingTerms t;
+  t.dp = s.parallel.dp;
+  t.per_rank = (rq.concurrency + s.parallel.dp - 1) / s.parallel.dp;
+  const std::int64_t ctx = rq.decode_context.value_or(rq.input_tokens + rq.output_tokens / 2);
+  StepShape shape;
+  shape.tokens_per_sequence = rq.mtp_acceptance ? 2 : 1;
+  if (host) shape.part = WeightPart::kExceptRoutedExperts;
+  t.dec = decode_step(s, PerfParams{}, t.per_rank, ctx, shape);
+  t.pre = prefill(s, PerfParams{}, rq.input_tokens, rq.prefill_context, shape.part);
+  double host_pre = 0;
+  if (host) {
+    // The routed experts run on the host CPU from host RAM, one copy, after the GPU part.
+    FitSetup hs = s;
+    hs.device = host;
+    hs.parallel = ParallelPlan{};
+    StepShape hshape = shape;
+    hshape.part = WeightPart::kRoutedExpertsOnly;
+    t.host_step_s = decode_step(hs, PerfParams{}, t.per_rank, ctx, hshape).seconds;
+    host_pre = prefill(hs, PerfParams{}, rq.input_tokens, rq.prefill_context, WeightPart::kRoutedExpertsOnly).seconds;
+  }
+  if (s.count > 1) {
+    t.comm_step_s = comm_seconds(s, static_cast<double>(t.per_rank * shape.tokens_per_sequence), *link);
+    t.comm_prefill_s = comm_seconds(s, static_cast<double>(rq.input_tokens), *link);
+  }
+  const double layers = static_cast<double>(m.num_layers) + (rq.mtp_acceptance ? 1.0 : 0.0);
+  t.tokens_per_step = 1.0 + rq.mtp_acceptance.value_or(0.0);
+  t.step = TimeTerms{t.dec.seconds + t.host_step_s, layers, t.comm_step_s};
+  t.prefill = TimeTerms{t.pre.seconds + host_pre, static_cast<double>(m.num_layers), t.comm_prefill_s};
+  return t;
+}
+
+namespace {
+TimeTerms with_prefill_share(const ServingTerms& t, double prefills, const ServingRequest& rq) {
+  const double k = rq.disaggregated ? 0.0 : prefills / static_cast<double>(rq.output_tokens);
+  return TimeTerms{(t.step.roofline_s + k * t.prefill.roofline_s) / t.tokens_per_step,
+                   (t.step.layer_passes + k * t.prefill.layer_passes) / t.tokens_per_step,
+                   (t.step.fixed_s + k * t.prefill.fixed_s) / t.tokens_per_step};
+}
+}  // namespace
+
+TimeTerms cycle_terms(const ServingTerms& t, const ServingRequest& rq) {
+  return with_prefill_share(t, static_cast<double>(t.per_rank), rq);
+}
+
+TimeTerms tpot_terms(const ServingTerms& t, const ServingRequest& rq) {
+  return with_prefill_share(t, static_cast<double>(t.per_rank - 1), rq);
+}
+
+TimeTerms ttft_terms(const ServingTerms& t) {
+  return TimeTerms{t.prefill.roofline_s + t.step.roofline_s, t.prefill.layer_passes + t.step.layer_passes,
+                   t.prefill.fixed_s + t.step.fixed_s};
+}
+
+std::optional<std::string> calibration_phase(const std::string& metric) {
+  if (metric == "decode_tok_s_per_user" || metric == "tpot_ms" || metric.rfind("output_tok_s_", 0) == 0)
+    return std::string("decode_tok_s_per_user");
+  if (metric == "ttft_ms" || metric.rfind("prefill_tok_s_", 0) == 0) return std::string("prefill_tok_s_total");
+  return std::nullopt;
+}
+
+std::optional<MetricTerms> metric_terms(const std::string& metric, const ServingTerms& t, const ServingRequest& rq,
+                                        std::int64_t count, std::int64_t nodes) {
+  const double c = static_cast<double>(rq.concurrency), n = static_cast<double>(count), nn = static_cast<double>(nodes);
+  const TimeTerms tpot = tpot_terms(t, rq), cycle = cycle_terms(t, rq);
+  // Prompts prefilled side by side: one per DP rank, up to the requests in flight.
+  const double in = static_cast<double>(std::min(rq.concurrency, t.dp) * rq.input_tokens);
+  if (metric == "decode_tok_s_per_user") return MetricTerms{tpot, 1, false};
+  if (metric == "tpot_ms") return MetricTerms{tpot, 1e3, true};
+  if (metric == "output_tok_s_total") return MetricTerms{cycle, c, false};
+  if (metric == "output_tok_s_per_gpu") return MetricTerms{cycle, c / n, false};
+  if (metric == "output_tok_s_per_node") return MetricTerms{cycle, c / nn, false};
+  if (metric == "ttft_ms") return MetricTerms{ttft_terms(t), 1e3, true};
+  if (metric == "prefill_tok_s_total") return MetricTerms{t.prefill, in, false};
+  if (metric == "prefill_tok_s_per_gpu") return MetricTerms{t.prefill, in / n, false};
+  if (metric == "prefill_tok_s_per_node") return MetricTerms{t.prefill, in / nn, false};
+  return std::nullopt;
+}
+
+}  // namespace deepfit::planner
