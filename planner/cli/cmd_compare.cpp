@@ -13,7 +13,7 @@ namespace deepfit::cli {
 Command add_compare_command(CLI::App& root) {
   struct Args {
     std::string model, devices = "all", quants, max_count = "8", concurrency = "1,8,64", input = "1024", output = "256",
-                       sort = "cost", slo_ttft, slo_tpot, format = "table", top = "40", html;
+                       sort = "cost", slo_ttft, slo_tpot, format = "table", top = "40", html, request_rate, count;
   };
   auto a = std::make_shared<Args>();
   CLI::App* app = root.add_subcommand("compare", "configurations that fit, priced per concurrency, sorted, with the Pareto front");
@@ -27,6 +27,8 @@ Command add_compare_command(CLI::App& root) {
   app->add_option("--sort", a->sort, "cost, throughput or latency");
   app->add_option("--slo-ttft-ms", a->slo_ttft, "keep rows with TTFT at most this");
   app->add_option("--slo-tpot-ms", a->slo_tpot, "keep rows with TPOT at most this");
+  app->add_option("--request-rate", a->request_rate, "requests per second to sustain: drops rows that complete fewer");
+  app->add_option("--count", a->count, "auto: per device and quant, only the fewest devices that meet --request-rate and the SLOs");
   app->add_option("--top", a->top, "rows shown in text formats (default 40; JSON has all)");
   app->add_option("--format", a->format, "table, json, md, csv");
   app->add_option("--html", a->html, "also write an HTML report with the throughput and cost charts");
@@ -44,6 +46,13 @@ Command add_compare_command(CLI::App& root) {
             o.sort = a->sort;
             if (!a->slo_ttft.empty()) o.slo_ttft_ms = parse_positive(a->slo_ttft, "--slo-ttft-ms");
             if (!a->slo_tpot.empty()) o.slo_tpot_ms = parse_positive(a->slo_tpot, "--slo-tpot-ms");
+            if (!a->request_rate.empty()) o.request_rate = parse_positive(a->request_rate, "--request-rate");
+            if (!a->count.empty()) {
+              if (a->count != "auto") throw InputError("--count: compare sweeps counts itself; only 'auto' is accepted (got '" + a->count + "')");
+              if (!o.request_rate && !o.slo_ttft_ms && !o.slo_tpot_ms)
+                throw InputError("--count auto: give --request-rate or an SLO (--slo-ttft-ms/--slo-tpot-ms) to meet");
+              o.count_auto = true;
+            }
             const std::int64_t top = parse_tokens(a->top, "--top", 1, 1 << 20);
             const planner::CalibrationDb cal = planner::CalibrationDb::load(cat.root() + "/data/calibration.json");
             const planner::Comparison c = planner::compare_setups(cat, cal, o);
@@ -54,16 +63,16 @@ Command add_compare_command(CLI::App& root) {
               return 0;
             }
             reports::Table t;
-            t.headers = {"", "device", "count", "quant", "framework", "split", "conc", "tok/s/user", "tok/s/GPU", "TTFT ms",
+            t.headers = {"", "device", "count", "quant", "framework", "split", "conc", "tok/s/user", "tok/s/GPU", "req/s", "TTFT ms",
                          "TPOT ms", "$/M out", "exp. error"};
-            t.right_align = {false, false, true, false, false, false, true, true, true, true, true, true, true};
+            t.right_align = {false, false, true, false, false, false, true, true, true, true, true, true, true, true};
             auto fx = [](const std::optional<double>& v, int d) { return v ? reports::fixed(*v, d) : std::string("n/a"); };
             std::int64_t shown = 0;
             for (const auto& r : c.rows) {
               if (shown++ >= top) break;
               t.rows.push_back({r.pareto ? "*" : "", r.device, std::to_string(r.count), r.quant, r.framework, r.parallel,
                                 std::to_string(r.concurrency), fx(r.speed.decode_tok_s_per_user, 1), fx(r.speed.output_tok_s_per_gpu, 1),
-                                fx(r.speed.ttft_ms, 0), fx(r.speed.tpot_ms, 1), fx(r.speed.cost_usd_per_mtok_output, 2),
+                                reports::fixed(r.requests_per_s, 2), fx(r.speed.ttft_ms, 0), fx(r.speed.tpot_ms, 1), fx(r.speed.cost_usd_per_mtok_output, 2),
                                 r.speed.expected_error_pct ? "+/-" + reports::fixed(*r.speed.expected_error_pct, 0) + "%" : "n/a"});
             }
             std::string out = reports::render(t, f);

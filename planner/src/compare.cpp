@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 
 #include "kernels/error.h"
 
@@ -61,12 +62,27 @@ Comparison compare_setups(const Catalog& cat, const CalibrationDb& cal, const Co
             const Speed& sp = *r.speed;
             if (opt.slo_ttft_ms && *sp.ttft_ms > *opt.slo_ttft_ms) continue;
             if (opt.slo_tpot_ms && *sp.tpot_ms > *opt.slo_tpot_ms) continue;
-            out.rows.push_back({d->id, q, rec.framework, to_string(rec.parallel), rec.count, r.concurrency, sp, false});
+            const double rps = *sp.output_tok_s_total / static_cast<double>(opt.serving.output_tokens);
+            if (opt.request_rate && rps < *opt.request_rate) continue;
+            out.rows.push_back({d->id, q, rec.framework, to_string(rec.parallel), rec.count, r.concurrency, sp, rps, false});
           }
         }
       }
     }
   }
+  if (opt.count_auto) {
+    // The fewest devices of each (device, quant) that meet the rate and the SLOs.
+    std::map<std::string, std::int64_t> fewest;
+    for (const auto& r : out.rows) {
+      auto [it, fresh] = fewest.emplace(r.device + "/" + r.quant, r.count);
+      if (!fresh) it->second = std::min(it->second, r.count);
+    }
+    std::erase_if(out.rows, [&](const CompareRow& r) { return r.count != fewest.at(r.device + "/" + r.quant); });
+    out.notes.push_back("--count auto: per device and quantization, only the fewest devices meeting the request rate and SLOs");
+  }
+  if (opt.request_rate)
+    out.notes.push_back("request rate: rows complete at least " + std::to_string(*opt.request_rate).substr(0, 6) +
+                        " requests/s (output_tok_s_total / output tokens) at their concurrency");
   // Pareto front over (cost, per-user speed): rows without a price cannot be on it.
   for (auto& a : out.rows) {
     if (!a.speed.cost_usd_per_mtok_output) continue;

@@ -257,7 +257,7 @@ nlohmann::json compare_to_json(const std::string& model, const planner::Comparis
                     {"output_tok_s_per_gpu", opt(r.speed.output_tok_s_per_gpu)}, {"ttft_ms", opt(r.speed.ttft_ms)},
                     {"tpot_ms", opt(r.speed.tpot_ms)}, {"cost_usd_per_mtok_output", opt(r.speed.cost_usd_per_mtok_output)},
                     {"bottleneck", r.speed.bottleneck}, {"basis", r.speed.basis},
-                    {"expected_error_pct", opt(r.speed.expected_error_pct)}, {"pareto", r.pareto}});
+                    {"expected_error_pct", opt(r.speed.expected_error_pct)}, {"requests_per_s", r.requests_per_s}, {"pareto", r.pareto}});
   return {{"model", model}, {"rows", rows}, {"configs_tried", c.configs_tried}, {"configs_fit", c.configs_fit}, {"notes", c.notes}};
 }
 

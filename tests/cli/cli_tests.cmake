@@ -136,6 +136,10 @@ deepfit_cli_case(predict_too_long 2 ARGS predict --model llama-3-8b --device rtx
 deepfit_cli_case(predict_bad_concurrency 2 ARGS predict --model llama-3-8b --device rtx-4090 --concurrency 1,x STDERR "--concurrency" EMPTY)
 deepfit_cli_case(compare_json 0 ARGS compare --model deepseek-v3.2 --devices h200-sxm,b200 --format json STDOUT "\"pareto\": true")
 deepfit_cli_case(compare_bad_device 2 ARGS compare --model deepseek-v3.2 --devices h200-sxm,h999 STDERR "unknown device" EMPTY)
+deepfit_cli_case(compare_count_auto 0 ARGS compare --model deepseek-v3.2 --devices h200-sxm,b200 --request-rate 5 --count auto
+                 STDOUT "req/s" "--count auto: per device and quantization")
+deepfit_cli_case(compare_count_auto_needs_target 2 ARGS compare --model deepseek-v3.2 --count auto STDERR "--request-rate" EMPTY)
+deepfit_cli_case(compare_bad_rate 2 ARGS compare --model deepseek-v3.2 --request-rate lots STDERR "--request-rate" EMPTY)
 deepfit_cli_case(compare_bad_slo 2 ARGS compare --model deepseek-v3.2 --slo-tpot-ms fast STDERR "--slo-tpot-ms" EMPTY)
 deepfit_cli_case(predict_context 0 ARGS predict --model llama-3-8b --device rtx-4090 --quant q4_k_m --context 1K,4K --concurrency 1
                  STDOUT "4096")

@@ -2,6 +2,8 @@
 // the rows no other row beats on both cost and per-user speed.
 #include "planner/compare.h"
 
+#include <map>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -53,6 +55,27 @@ TEST(Compare, ParetoMarksAreExactlyTheUndominatedRows) {
         dominated = true;
     EXPECT_EQ(a.pareto, !dominated) << a.device << " " << a.quant << " " << a.count;
   }
+}
+
+TEST(Compare, CountAutoKeepsTheFewestDevicesMeetingTheRequestRate) {
+  CompareOptions o = options();
+  o.request_rate = 2.0;
+  const Comparison all = compare_setups(catalog(), calibration(), o);
+  ASSERT_FALSE(all.rows.empty());
+  std::map<std::string, std::int64_t> fewest;
+  for (const auto& r : all.rows) {
+    // Completions per second = output tokens per second / output tokens per request.
+    EXPECT_NEAR(r.requests_per_s, *r.speed.output_tok_s_total / static_cast<double>(o.serving.output_tokens), 1e-9 * r.requests_per_s);
+    EXPECT_GE(r.requests_per_s, 2.0);
+    auto [it, fresh] = fewest.emplace(r.device + "/" + r.quant, r.count);
+    if (!fresh) it->second = std::min(it->second, r.count);
+  }
+  o.count_auto = true;
+  const Comparison few = compare_setups(catalog(), calibration(), o);
+  std::size_t expected = 0;
+  for (const auto& r : all.rows) expected += r.count == fewest.at(r.device + "/" + r.quant);
+  EXPECT_EQ(few.rows.size(), expected);
+  for (const auto& r : few.rows) EXPECT_EQ(r.count, fewest.at(r.device + "/" + r.quant)) << r.device;
 }
 
 TEST(Compare, UnknownSortKeyIsRejected) {

@@ -139,6 +139,7 @@ TEST(CompareJson, GoldenDocument) {
   r.speed.cost_usd_per_mtok_output = 4.25;
   r.speed.bottleneck = "memory";
   r.speed.basis = "datasheet roofline only";
+  r.requests_per_s = 6.375;  // 1632 tok/s over 256 output tokens per request
   r.pareto = true;
   c.rows.push_back(r);
   c.configs_tried = 3;
@@ -148,7 +149,7 @@ TEST(CompareJson, GoldenDocument) {
             R"({"configs_fit":1,"configs_tried":3,"model":"deepseek-v3.2","notes":["n"],"rows":[{"basis":"datasheet roofline only",)"
             R"("bottleneck":"memory","concurrency":64,"cost_usd_per_mtok_output":4.25,"count":8,"decode_tok_s_per_user":25.5,)"
             R"("device":"h200-sxm","expected_error_pct":null,"framework":"vllm","output_tok_s_per_gpu":204.0,)"
-            R"("output_tok_s_total":1632.0,"parallel":"tp8","pareto":true,"quant":"fp8","served_concurrency":64,)"
+            R"("output_tok_s_total":1632.0,"parallel":"tp8","pareto":true,"quant":"fp8","requests_per_s":6.375,"served_concurrency":64,)"
             R"("tpot_ms":39.2,"ttft_ms":850.0}]})");
 }
 

@@ -20,12 +20,17 @@ struct CompareOptions {
   ServingOptions serving;
   std::string sort = "cost";         // cost, throughput, latency
   std::optional<double> slo_ttft_ms, slo_tpot_ms;
+  // Requests per second the setup must sustain: completions per second at a concurrency are
+  // output_tok_s_total / output_tokens; rows below the rate are dropped.
+  std::optional<double> request_rate;
+  bool count_auto = false;  // per device and quant, keep only the fewest devices that qualify
 };
 
 struct CompareRow {
   std::string device, quant, framework, parallel;
   std::int64_t count = 1, concurrency = 1;
   Speed speed;
+  double requests_per_s = 0;  // completions per second at this concurrency
   bool pareto = false;  // no other row is both cheaper and faster per user
 };
 
