@@ -59,6 +59,7 @@ void predict_speed(const Catalog& cat, const CalibrationDb& cal, FitRecord& rec,
   const double a_d = dec_cal ? dec_cal->roofline_factor : 1.0, o_d = dec_cal ? dec_cal->per_layer_overhead_s : 0.0;
   const double a_p = pre_cal ? pre_cal->roofline_factor : 1.0, o_p = pre_cal ? pre_cal->per_layer_overhead_s : 0.0;
   const std::optional<LinkModel> link = s.count > 1 ? link_model(d, s.count, cat.links) : std::nullopt;
+  std::optional<ServingTerms> first;  // the prompt's prefill does not depend on the concurrency: price it once
   for (auto& r : rec.results) {
     Speed sp;
     const std::int64_t want = r.concurrency;
@@ -83,7 +84,8 @@ void predict_speed(const Catalog& cat, const CalibrationDb& cal, FitRecord& rec,
     rq.output_tokens = so.output_tokens;
     rq.decode_context = so.decode_context;
     rq.mtp_acceptance = so.mtp_acceptance;
-    const ServingTerms t = serving_terms(s, rq, link, so.host);
+    const ServingTerms t = serving_terms(s, rq, link, so.host, first ? &*first : nullptr);
+    if (!first) first = t;
     const double tpot = tpot_terms(t, rq).at(a_d, o_d), cycle = cycle_terms(t, rq).at(a_d, o_d);
     const double t_pre = t.prefill.at(a_p, o_p);
     sp.tpot_ms = tpot * 1e3;

@@ -37,7 +37,7 @@ double comm_seconds(const FitSetup& s, double tokens, const LinkModel& link) {
 }  // namespace
 
 ServingTerms serving_terms(const FitSetup& s, const ServingRequest& rq, const std::optional<LinkModel>& link,
-                           const hwdb::Device* host) {
+                           const hwdb::Device* host, const ServingTerms* same_prefill) {
   DEEPFIT_ASSERT(rq.concurrency >= 1 && rq.input_tokens >= 1 && rq.output_tokens >= 1, "serving needs a request");
   DEEPFIT_ASSERT(s.count == 1 || link, "a split needs a link");
   const ModelSpec& m = *s.model;
@@ -49,7 +49,8 @@ ServingTerms serving_terms(const FitSetup& s, const ServingRequest& rq, const st
   shape.tokens_per_sequence = rq.mtp_acceptance ? 2 : 1;
   if (host) shape.part = WeightPart::kExceptRoutedExperts;
   t.dec = decode_step(s, PerfParams{}, t.per_rank, ctx, shape);
-  t.pre = prefill(s, PerfParams{}, rq.input_tokens, rq.prefill_context, shape.part);
+  if (same_prefill) t.pre = same_prefill->pre;
+  else t.pre = prefill(s, PerfParams{}, rq.input_tokens, rq.prefill_context, shape.part);
   double host_pre = 0;
   if (host) {
     // The routed experts run on the host CPU from host RAM, one copy, after the GPU part.
@@ -59,16 +60,16 @@ ServingTerms serving_terms(const FitSetup& s, const ServingRequest& rq, const st
     StepShape hshape = shape;
     hshape.part = WeightPart::kRoutedExpertsOnly;
     t.host_step_s = decode_step(hs, PerfParams{}, t.per_rank, ctx, hshape).seconds;
-    host_pre = prefill(hs, PerfParams{}, rq.input_tokens, rq.prefill_context, WeightPart::kRoutedExpertsOnly).seconds;
+    if (!same_prefill) host_pre = prefill(hs, PerfParams{}, rq.input_tokens, rq.prefill_context, WeightPart::kRoutedExpertsOnly).seconds;
   }
   if (s.count > 1) {
     t.comm_step_s = comm_seconds(s, static_cast<double>(t.per_rank * shape.tokens_per_sequence), *link);
-    t.comm_prefill_s = comm_seconds(s, static_cast<double>(rq.input_tokens), *link);
+    t.comm_prefill_s = same_prefill ? same_prefill->comm_prefill_s : comm_seconds(s, static_cast<double>(rq.input_tokens), *link);
   }
   const double layers = static_cast<double>(m.num_layers) + (rq.mtp_acceptance ? 1.0 : 0.0);
   t.tokens_per_step = 1.0 + rq.mtp_acceptance.value_or(0.0);
   t.step = TimeTerms{t.dec.seconds + t.host_step_s, layers, t.comm_step_s};
-  t.prefill = TimeTerms{t.pre.seconds + host_pre, static_cast<double>(m.num_layers), t.comm_prefill_s};
+  t.prefill = same_prefill ? same_prefill->prefill : TimeTerms{t.pre.seconds + host_pre, static_cast<double>(m.num_layers), t.comm_prefill_s};
   return t;
 }
 

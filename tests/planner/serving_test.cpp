@@ -126,6 +126,18 @@ TEST(Serving, MetricsMapToTheirIntervals) {
   EXPECT_DOUBLE_EQ(cycle_terms(t, rq).at(a, o), t.step.at(a, o));
 }
 
+TEST(Serving, ReusedPrefillEqualsAFreshOne) {
+  V32 x("fp8", "h200-sxm", "tp8", 8);
+  const auto link = link_model(*x.s.device, 8, catalog().links);
+  ServingRequest one, many;
+  many.concurrency = 64;
+  const ServingTerms first = serving_terms(x.s, one, link, nullptr);
+  const ServingTerms fresh = serving_terms(x.s, many, link, nullptr), reused = serving_terms(x.s, many, link, nullptr, &first);
+  EXPECT_DOUBLE_EQ(reused.prefill.at(1.3, 20e-6), fresh.prefill.at(1.3, 20e-6));
+  EXPECT_DOUBLE_EQ(reused.comm_prefill_s, fresh.comm_prefill_s);
+  EXPECT_DOUBLE_EQ(reused.step.at(1.3, 20e-6), fresh.step.at(1.3, 20e-6));
+}
+
 TEST(Workloads, ShippedMeansAndUnknownNames) {
   // vLLM paper (Kwon et al., SOSP 2023), Figure 11: ShareGPT input mean 161.31, output 337.99.
   const Workload& w = catalog().workloads.get("sharegpt");

@@ -44,9 +44,10 @@ struct ServingTerms {
 };
 
 // `host`: the CPU computing the routed experts of a hybrid run (nullptr: none). `link`: required
-// when s.count > 1.
+// when s.count > 1. `same_prefill`: terms of the same setup and prompt at another concurrency,
+// whose prefill is reused (it does not depend on the concurrency; a sweep prices it once).
 ServingTerms serving_terms(const FitSetup& s, const ServingRequest& rq, const std::optional<LinkModel>& link,
-                           const hwdb::Device* host);
+                           const hwdb::Device* host, const ServingTerms* same_prefill = nullptr);
 
 // Continuous batching: over `output` steps a rank also prefills each of its sequences once.
 // Throughput interval per step: (step + per_rank * prefill / output) / tokens per step. A user's
