@@ -256,6 +256,16 @@ hwdb::Device probe_host(const ProbeConfig& cfg, const std::function<void(const s
   return d;
 }
 
+double measure_triad_gbps(ThreadPool& pool, std::int64_t array_bytes, int repetitions) {
+  if (array_bytes <= 0) {
+    const std::int64_t llc = hwdb::Topology::host().summary().llc_bytes.value_or(32LL << 20);
+    array_bytes = std::max<std::int64_t>(2 * llc, 64LL << 20);
+  }
+  double triad = 0;
+  measure_bandwidth(pool, static_cast<std::size_t>(array_bytes) / sizeof(double), repetitions, &triad);
+  return triad;
+}
+
 std::string host_cache_path() {
   if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) return std::string(x) + "/deepfit/host.json";
   if (const char* h = std::getenv("HOME"); h && *h) return std::string(h) + "/.cache/deepfit/host.json";

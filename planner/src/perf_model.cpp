@@ -42,14 +42,25 @@ double matmul_params(const StoredModel& st, const ModelSpec& m, bool mtp, Weight
 }
 
 PhaseCost finish(PhaseCost c, const hwdb::Device& d, const PerfParams& p, const std::string& fmt) {
-  c.memory_seconds = (c.weight_bytes + c.kv_bytes) / (d.memory_bandwidth_gbps * 1e9 * p.bandwidth_fraction);
-  auto peak = compute_peak(d, fmt);
-  if (peak) {
+  const double bw = d.memory_bandwidth_gbps * 1e9 * p.bandwidth_fraction;
+  const double mem_w = c.weight_bytes / bw, mem_a = c.kv_bytes / bw;
+  double cmp_w = 0, cmp_a = 0;
+  if (auto peak = compute_peak(d, fmt)) {
     c.compute_dtype = peak->first;
-    c.compute_seconds = c.flops / (peak->second * 1e12 * p.compute_fraction);
+    cmp_w = (c.flops - c.attention_flops) / (peak->second * 1e12 * p.compute_fraction);
   }
-  c.bottleneck = c.compute_seconds > c.memory_seconds ? "compute" : "memory";
-  c.seconds = std::max(c.memory_seconds, c.compute_seconds) + p.step_overhead_s;
+  // Attention runs on the 16-bit path (FlashMLA and llama.cpp dequantize an fp8 or quantized cache).
+  if (auto peak = compute_peak(d, "bf16")) {
+    c.attention_dtype = peak->first;
+    cmp_a = c.attention_flops / (peak->second * 1e12 * p.compute_fraction);
+  }
+  c.weight_seconds = std::max(mem_w, cmp_w);
+  c.attention_seconds = std::max(mem_a, cmp_a);
+  c.memory_seconds = mem_w + mem_a;
+  c.compute_seconds = cmp_w + cmp_a;
+  const double compute_bound = (cmp_w > mem_w ? cmp_w : 0) + (cmp_a > mem_a ? cmp_a : 0);
+  c.bottleneck = 2 * compute_bound > c.weight_seconds + c.attention_seconds ? "compute" : "memory";
+  c.seconds = c.weight_seconds + c.attention_seconds + p.step_overhead_s;
   DEEPFIT_ASSERT(std::isfinite(c.seconds) && c.seconds > 0, "non-finite step time");
   return c;
 }
@@ -120,7 +131,8 @@ PhaseCost decode_step(const FitSetup& s, const PerfParams& p, std::int64_t batch
   } else {
     attn = 4.0 * static_cast<double>(m.num_heads) / tp * ctx * static_cast<double>(m.head_dim);
   }
-  c.flops += attn * layers * static_cast<double>(tokens);
+  c.attention_flops = attn * layers * static_cast<double>(tokens);
+  c.flops += c.attention_flops;
   return finish(c, *s.device, p, dominant_format(*s.stored));
 }
 
@@ -146,8 +158,9 @@ PhaseCost prefill(const FitSetup& s, const PerfParams& p, std::int64_t tokens, s
   const double head_v = m.mla ? static_cast<double>(m.v_head_dim) : static_cast<double>(m.head_dim);
   double attended_pairs = pairs;
   if (m.dsa) attended_pairs = std::min(pairs, n * static_cast<double>(m.index_top_k));
-  c.flops += 2.0 * static_cast<double>(m.num_heads) / tp * attended_pairs * (head_qk + head_v) * layers;
-  if (m.dsa) c.flops += 2.0 * pairs * static_cast<double>(m.index_num_heads * m.index_head_dim) * layers;
+  c.attention_flops = 2.0 * static_cast<double>(m.num_heads) / tp * attended_pairs * (head_qk + head_v) * layers;
+  if (m.dsa) c.attention_flops += 2.0 * pairs * static_cast<double>(m.index_num_heads * m.index_head_dim) * layers;
+  c.flops += c.attention_flops;
   c.kv_bytes = static_cast<double>(kv_bytes_per_sequence(kv, context_tokens + tokens, s.parallel.tp, 1.0));
   return finish(c, *s.device, p, dominant_format(*s.stored));
 }

@@ -288,7 +288,7 @@ Validation validate_reference(const Catalog& cat, const std::string& path,
     for (const auto& key : keys) groups[key(c)].push_back(&c);
   for (auto& [k, g] : groups) {
     const Fit f = fit_group(g);
-    Validation::GroupFit gf{f.a, f.b, f.rows, std::nullopt, {}};
+    Validation::GroupFit gf{f.a, f.b, std::nullopt, std::nullopt, f.rows, std::nullopt, {}};
     for (const Candidate* c : g) gf.ids.push_back(c->id);
     if (g.size() > kMinGroupRows) {
       std::vector<double> errs;
@@ -316,9 +316,12 @@ json validation_to_json(const Validation& v) {
   for (const auto& s : v.skipped) skipped.push_back({{"id", s.id}, {"reason", s.reason}});
   for (const auto& [k, s] : v.by_framework) fw[k] = sj(s);
   for (const auto& [k, s] : v.by_metric) mt[k] = sj(s);
-  for (const auto& [k, f] : v.fitted)
+  for (const auto& [k, f] : v.fitted) {
     fitted[k] = {{"roofline_factor", f.roofline_factor}, {"per_layer_overhead_us", f.per_layer_overhead_s * 1e6}, {"rows", f.rows},
                  {"loo_median_abs_error_pct", f.loo_median_abs_error_pct ? json(*f.loo_median_abs_error_pct) : json(nullptr)}};
+    if (f.compute_factor) fitted[k]["compute_factor"] = *f.compute_factor;
+    if (f.attention_factor) fitted[k]["attention_factor"] = *f.attention_factor;
+  }
   return json{{"rows", rows}, {"skipped", skipped}, {"malformed", v.malformed}, {"summary", sj(v.summary)},
               {"by_framework", fw}, {"by_metric", mt}, {"fitted_efficiency", fitted}};
 }

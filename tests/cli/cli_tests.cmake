@@ -180,6 +180,19 @@ deepfit_cli_case(bench_decode_too_big 2 ARGS bench decode --model deepseek-v3.2 
 deepfit_cli_case(bench_decode_bad_quant 2 ARGS bench decode --model ${TINY_V32} --context 8 --quant q5_k STDERR "--quant: 'q5_k' is not a host kernel format" EMPTY)
 deepfit_cli_case(bench_decode_bad_experts 2 ARGS bench decode --model ${TINY_V32} --context 8 --experts 3 STDERR "--experts: 3 must be between" EMPTY)
 
+# validate without --reference: the host decode loop on the tiny model at six points, against the
+# planner's prediction on the probe's record (written by cli.probe_json under the build tree).
+deepfit_cli_case(validate_host_json 0 ARGS validate --model ${TINY_V32} --layers 0 --experts 0 --steps 2
+                 --points 1x8,1x200,4x64,8x8,3x100,2x400 --format json
+                 STDOUT "\"id\": \"host:batch4:ctx64\"" "\"median_abs_error_pct\"" "\"attention_factor\"" "\"skipped\": []")
+set_tests_properties(cli.validate_host_json PROPERTIES DEPENDS cli.probe_json
+                     ENVIRONMENT "DEEPFIT_HOME=${PROJECT_SOURCE_DIR};XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache")
+deepfit_cli_case(validate_host_too_few 2 ARGS validate --model ${TINY_V32} --points 1x8,2x8 STDERR "at least 6 are needed" EMPTY)
+deepfit_cli_case(validate_host_bad_point 2 ARGS validate --points 1x8,2y8 STDERR "--points: '2y8' has no 'x'" EMPTY)
+deepfit_cli_case(validate_host_flag_with_reference 2 ARGS validate --reference ${DEEPFIT_FIXTURES}/x.jsonl --points 1x8
+                 STDERR "are for the host mode" EMPTY)
+deepfit_cli_case(validate_host_no_calibration 2 ARGS validate --write-calibration /tmp/x.json STDERR "--write-calibration: only with --reference" EMPTY)
+
 # --- deepfit report (issue #6): the HTML report from result documents, bad documents refused ---
 deepfit_cli_case(report_bad_doc 2 ARGS report --html ${CMAKE_CURRENT_BINARY_DIR}/never.html --from ${DEEPFIT_FIXTURES}/models/tiny-deepseek-v32.json
                  STDERR "not a deepfit result document" EMPTY)

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "hwdb/device.h"
+#include "planner/thread_pool.h"
 
 namespace deepfit::planner {
 
@@ -22,6 +23,11 @@ struct ProbeConfig {
 
 // Runs the probe; `progress` gets one line per step (the CLI prints it on stderr).
 hwdb::Device probe_host(const ProbeConfig& cfg, const std::function<void(const std::string&)>& progress);
+
+// The all-thread STREAM-like triad (ordinary stores, GB/s, median of `repetitions`) on `pool` now,
+// over 3 arrays of `array_bytes` (0: as the probe). For measurements that must be set against the
+// bandwidth of the moment on a shared machine.
+double measure_triad_gbps(ThreadPool& pool, std::int64_t array_bytes = 0, int repetitions = 5);
 
 // $XDG_CACHE_HOME/deepfit/host.json, else $HOME/.cache/deepfit/host.json.
 std::string host_cache_path();

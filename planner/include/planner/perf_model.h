@@ -23,10 +23,15 @@ struct PhaseCost {
   double seconds = 0;
   double weight_bytes = 0;   // read per device per step (busiest device, summed over pipeline stages)
   double kv_bytes = 0;
-  double flops = 0;          // per device
-  double memory_seconds = 0, compute_seconds = 0;
+  double flops = 0;          // per device, attention included
+  double attention_flops = 0;  // the part of `flops` over the KV cache (scores, values, DSA indexer)
+  // Weights and attention are two rooflines run one after the other: each takes the longer of its
+  // bytes over the bandwidth and its FLOPs over its peak, and the step takes their sum.
+  double weight_seconds = 0, attention_seconds = 0;
+  double memory_seconds = 0, compute_seconds = 0;  // the memory and compute sides, summed over both
   std::string bottleneck;    // "memory" or "compute"
-  std::string compute_dtype; // peak used for the FLOPs
+  std::string compute_dtype; // peak used for the weights' FLOPs
+  std::string attention_dtype;  // peak used for attention's FLOPs (16-bit where the device has it)
 };
 
 // Expected distinct experts a layer reads when `batch` tokens each pick k of E uniformly:
