@@ -49,7 +49,7 @@ void emit_validation(const planner::Validation& v, reports::Format f) {
         if (g.attention_factor && g.compute_factor)
           out += "fitted on all " + std::to_string(g.rows) + " points: weight bytes x " + reports::fixed(g.roofline_factor, 2) +
                  " + weight FLOPs x " + reports::fixed(*g.compute_factor, 2) + " + attention x " + reports::fixed(*g.attention_factor, 2) +
-                 " + " + reports::fixed(g.per_layer_overhead_s * 1e6, 0) + " us per layer over the host roofline\n";
+                 " over the host roofline\n";
     }
     emit(out);
   }
@@ -70,7 +70,7 @@ int run_host_validation(const Args& a, const planner::Catalog& cat, reports::For
   const std::size_t n = opt.points.empty() ? planner::default_host_points().size() : opt.points.size();
   if (n < planner::kMinHostPoints)
     throw InputError("--points: " + std::to_string(n) + " point(s); at least " + std::to_string(planner::kMinHostPoints) +
-                     " are needed (each point is predicted from a fit of 4 efficiencies on the others)");
+                     " are needed (each point is predicted from a fit of 3 efficiencies on the others)");
   const hwdb::Device host = planner::host_device(false, progress_line);
   const hwdb::Topology topo = hwdb::Topology::host();
   const hwdb::TopologySummary ts = topo.summary();
@@ -102,7 +102,7 @@ Command add_validate_command(CLI::App& root) {
   app->add_option("--experts", a->experts, "host mode: routed experts per MoE layer (default 32)");
   app->add_option("--quant", a->quant, "host mode: matrices in bf16, q8_0, q4_k (default) or fp8");
   app->add_option("--kv-cache", a->kv_cache, "host mode: MLA latent cache bf16 (default) or fp8");
-  app->add_option("--points", a->points, "host mode: BATCHxCONTEXT list (default 1x1K,1x16K,4x4K,8x1K,16x4K,4x32K,2x8K; at least 6)");
+  app->add_option("--points", a->points, "host mode: BATCHxCONTEXT list (default 1x1K,1x16K,4x4K,8x1K,16x4K,4x32K,2x8K; at least 5)");
   app->add_option("--steps", a->steps, "host mode: timed steps per point (default 8)");
   app->add_option("--threads", a->threads, "host mode: threads (default: one per core)")->check(CLI::Range(1, 1024));
   app->add_option("--format", a->format, "table, json, md, csv");

@@ -49,10 +49,10 @@ std::string point_id(const HostPoint& p) {
 // The planner's terms of one point: the weights' bytes over the bandwidth and FLOPs over the
 // format's peak, attention's roofline (the longer of its KV bytes and its FLOPs over the bf16
 // peak), and the layer passes.
-constexpr std::size_t kTerms = 4;
+constexpr std::size_t kTerms = 3;
 using Terms = std::array<double, kTerms>;
 struct HostTerms {
-  Terms x{};  // weight memory s, weight compute s, attention s, layers
+  Terms x{};  // weight memory s, weight compute s, attention s
   std::string bottleneck;
 };
 
@@ -61,7 +61,7 @@ struct HostTerms {
 // at 0) that stays feasible, the best of them. The weights' memory and compute times add rather
 // than overlap: at batch 2-16 the host's quantized GEMM is neither at the triad nor at the peak.
 struct HostFit {
-  Terms x{1, 0, 1, 0};  // the plain roofline of a memory-bound step
+  Terms x{1, 0, 1};  // the plain roofline of a memory-bound step
 };
 
 double fit_loss(const Terms& x, const std::vector<Terms>& f) {
@@ -181,18 +181,15 @@ struct HostSetup {
   HostSetup(const HostSetup&) = delete;
   HostSetup& operator=(const HostSetup&) = delete;
 
-  HostTerms terms(const hwdb::Device& host, const HostPoint& p, double triad_gbps) {
-    // The bandwidth measured with the point, where there is one: the machine is shared.
-    hwdb::Device now = host;
-    if (triad_gbps > 0) now.memory_bandwidth_gbps = triad_gbps;
-    s.device = &now;
+  HostTerms terms(const hwdb::Device& host, const HostPoint& p) {
+    s.device = &host;
     const PhaseCost c = decode_step(s, PerfParams{}, p.batch, p.context);
     s.device = nullptr;
-    const auto peak = compute_peak(now, stored_matrix_format(stored));
+    const auto peak = compute_peak(host, stored_matrix_format(stored));
     if (!peak) throw InputError("validate: the host record has no compute peak for " + scheme.matrix_format + " (run deepfit probe --refresh)");
     HostTerms t;
-    t.x = {c.weight_bytes / (now.memory_bandwidth_gbps * 1e9), (c.flops - c.attention_flops) / (peak->second * 1e12),
-           c.attention_seconds, static_cast<double>(m.num_layers)};
+    t.x = {c.weight_bytes / (host.memory_bandwidth_gbps * 1e9), (c.flops - c.attention_flops) / (peak->second * 1e12),
+           c.attention_seconds};
     t.bottleneck = c.bottleneck;
     return t;
   }
@@ -205,10 +202,10 @@ struct HostSetup {
 
 }  // namespace
 
-std::array<double, 4> host_point_terms(const Catalog& cat, const hwdb::Device& host, const HostValidationOptions& opt,
-                                       const HostPoint& point, double triad_gbps) {
+std::array<double, 3> host_point_terms(const Catalog& cat, const hwdb::Device& host, const HostValidationOptions& opt,
+                                       const HostPoint& point) {
   HostSetup h(cat, host, opt);
-  return h.terms(host, point, triad_gbps).x;
+  return h.terms(host, point).x;
 }
 
 Validation validate_host_measurements(const Catalog& cat, const hwdb::Device& host, const HostValidationOptions& opt,
@@ -225,11 +222,11 @@ Validation validate_host_measurements(const Catalog& cat, const hwdb::Device& ho
       v.skipped.push_back({point_id(me.point), me.skipped});
       continue;
     }
-    rows.push_back({me, h.terms(host, me.point, me.triad_gbps)});
+    rows.push_back({me, h.terms(host, me.point)});
   }
   if (rows.size() < kMinHostPoints)
     throw InputError("validate: " + std::to_string(rows.size()) + " point(s) ran; at least " + std::to_string(kMinHostPoints) +
-                     " are needed (each point is predicted from a fit of 4 efficiencies on the others)");
+                     " are needed (each point is predicted from a fit of 3 efficiencies on the others)");
   auto features = [](const Row& r) {
     Terms f = r.terms.x;
     for (double& term : f) term /= r.meas.step_s;
@@ -257,11 +254,11 @@ Validation validate_host_measurements(const Catalog& cat, const hwdb::Device& ho
     row.predicted = batch / step_of(f, r.terms);
     row.roofline = batch / (std::max(r.terms.x[0], r.terms.x[1]) + r.terms.x[2]);
     row.error_pct = (row.predicted / row.measured - 1) * 100;
-    const double triad = r.meas.triad_gbps > 0 ? r.meas.triad_gbps : host.memory_bandwidth_gbps;
-    row.basis = "host roofline (triad " + fixed(triad, 1) + " GB/s " + (r.meas.triad_gbps > 0 ? "measured with the point" : "of the probe") +
-                "; " + r.terms.bottleneck + "-bound): weight bytes x " + fixed(f.x[0], 2) + " + weight FLOPs x " + fixed(f.x[1], 2) +
-                " + attention x " + fixed(f.x[2], 2) + " + " + fixed(f.x[3] * 1e6, 0) + " us per layer, fitted on the " +
-                std::to_string(others.size()) + " other points";
+    row.basis = "host roofline (probe: triad " + fixed(host.memory_bandwidth_gbps, 1) + " GB/s; " + r.terms.bottleneck +
+                "-bound): weight bytes x " + fixed(f.x[0], 2) + " + weight FLOPs x " + fixed(f.x[1], 2) + " + attention x " +
+                fixed(f.x[2], 2) + ", fitted on the " + std::to_string(others.size()) +
+                " other points";
+    if (r.meas.triad_gbps > 0) row.basis += "; triad right after the point: " + fixed(r.meas.triad_gbps, 1) + " GB/s";
     errs.push_back(std::fabs(row.error_pct));
     v.rows.push_back(row);
   }
@@ -278,7 +275,6 @@ Validation validate_host_measurements(const Catalog& cat, const hwdb::Device& ho
   g.roofline_factor = f.x[0];
   g.compute_factor = f.x[1];
   g.attention_factor = f.x[2];
-  g.per_layer_overhead_s = f.x[3];
   g.rows = rows.size();
   g.loo_median_abs_error_pct = v.summary.median_abs_error_pct;
   v.fitted.push_back({"deepfit/decode/host", g});
@@ -290,7 +286,7 @@ Validation validate_host(const Catalog& cat, const hwdb::Device& host, const Hos
   const std::vector<HostPoint> points = opt.points.empty() ? default_host_points() : opt.points;
   if (points.size() < kMinHostPoints)
     throw InputError("--points: " + std::to_string(points.size()) + " point(s); at least " + std::to_string(kMinHostPoints) +
-                     " are needed (each point is predicted from a fit of 4 efficiencies on the others)");
+                     " are needed (each point is predicted from a fit of 3 efficiencies on the others)");
   const ModelSpec model = cat.model(opt.model);
   (void)host_loop_scheme(opt.quant);  // a bad --quant fails before any point runs
   std::vector<HostMeasurement> measured;

@@ -187,7 +187,7 @@ deepfit_cli_case(validate_host_json 0 ARGS validate --model ${TINY_V32} --layers
                  STDOUT "\"id\": \"host:batch4:ctx64\"" "\"median_abs_error_pct\"" "\"attention_factor\"" "\"skipped\": []")
 set_tests_properties(cli.validate_host_json PROPERTIES DEPENDS cli.probe_json
                      ENVIRONMENT "DEEPFIT_HOME=${PROJECT_SOURCE_DIR};XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache")
-deepfit_cli_case(validate_host_too_few 2 ARGS validate --model ${TINY_V32} --points 1x8,2x8 STDERR "at least 6 are needed" EMPTY)
+deepfit_cli_case(validate_host_too_few 2 ARGS validate --model ${TINY_V32} --points 1x8,2x8 STDERR "at least 5 are needed" EMPTY)
 deepfit_cli_case(validate_host_bad_point 2 ARGS validate --points 1x8,2y8 STDERR "--points: '2y8' has no 'x'" EMPTY)
 deepfit_cli_case(validate_host_flag_with_reference 2 ARGS validate --reference ${DEEPFIT_FIXTURES}/x.jsonl --points 1x8
                  STDERR "are for the host mode" EMPTY)

@@ -65,8 +65,8 @@ Summary summarize(std::vector<double> abs_errors);
 
 // `deepfit validate` without a reference: the host decode loop (host_decode.h) at several (batch,
 // context) points against the performance model's decode step for the same scaled model on this
-// host's probe record. Each point's prediction is the planner's work (weight bytes over the triad
-// measured with the point, weight FLOPs over the probe's peak for the format, attention's roofline
+// host's probe record. Each point's prediction is the planner's work (weight bytes over the probe's
+// triad, weight FLOPs over the probe's peak for the format, attention's roofline
 // over the KV bytes and the bf16 peak) times efficiencies fitted leave-one-out on the other points'
 // measured steps: t = a x bytes + c x FLOPs + a_a x attention + o x layers, each >= 0, least
 // squares on the relative error.
@@ -84,7 +84,7 @@ struct HostValidationOptions {
 // The loop's storage as a scheme: every matrix in `quant` (bf16, q8_0, q4_k, fp8); kv_b, the
 // router and the indexer's head weights in bf16; the embedding in bf16; vectors in f32.
 Scheme host_loop_scheme(const std::string& quant);
-constexpr std::size_t kMinHostPoints = 6;  // each point is fitted on >= 5 others for 4 parameters
+constexpr std::size_t kMinHostPoints = 5;  // each point is fitted on >= 4 others for 3 parameters
 std::vector<HostPoint> default_host_points();
 // "BxL,BxL,...", contexts with an optional K suffix (1x4K). InputError names the bad item.
 std::vector<HostPoint> parse_host_points(const std::string& text);
@@ -93,15 +93,17 @@ std::vector<HostPoint> parse_host_points(const std::string& text);
 struct HostMeasurement {
   HostPoint point;
   double step_s = 0;
-  double triad_gbps = 0;  // measured right after the point; 0: the record's
+  // The triad measured right after the point (0: none), reported with it. Not used in the terms:
+  // on this shared VM it moved between 27 and 65 GB/s while the loop's own weight streaming held
+  // within +-10 %, so it added noise instead of removing it.
+  double triad_gbps = 0;
   std::string skipped;    // non-empty: the reason
 };
 
-// The planner's four terms of a point, in seconds: weight bytes over `triad_gbps` (0: the record's
-// bandwidth), weight FLOPs over the record's peak for the format, attention's roofline, and the
-// layer count (what the per-layer overhead multiplies).
-std::array<double, 4> host_point_terms(const Catalog& cat, const hwdb::Device& host, const HostValidationOptions& opt,
-                                       const HostPoint& point, double triad_gbps);
+// The planner's three terms of a point, in seconds: weight bytes over the record's bandwidth,
+// weight FLOPs over its peak for the format, and attention's roofline.
+std::array<double, 3> host_point_terms(const Catalog& cat, const hwdb::Device& host, const HostValidationOptions& opt,
+                                       const HostPoint& point);
 
 // The pure part: planner predictions for measured points, fitted leave-one-out.
 Validation validate_host_measurements(const Catalog& cat, const hwdb::Device& host, const HostValidationOptions& opt,
