@@ -68,9 +68,7 @@ int run_host_validation(const Args& a, const planner::Catalog& cat, reports::For
   if (!a.points.empty()) opt.points = planner::parse_host_points(a.points);
   if (!a.steps.empty()) opt.steps = static_cast<int>(parse_tokens(a.steps, "--steps", 1, 1000));
   const std::size_t n = opt.points.empty() ? planner::default_host_points().size() : opt.points.size();
-  if (n < planner::kMinHostPoints)
-    throw InputError("--points: " + std::to_string(n) + " point(s); at least " + std::to_string(planner::kMinHostPoints) +
-                     " are needed (each point is predicted from a fit of 3 efficiencies on the others)");
+  planner::require_host_points(n, "--points");  // before the probe or any point runs
   const hwdb::Device host = planner::host_device(false, progress_line);
   const hwdb::Topology topo = hwdb::Topology::host();
   const hwdb::TopologySummary ts = topo.summary();

@@ -133,6 +133,12 @@ std::vector<HostPoint> default_host_points() {
   return {{1, 1024}, {1, 16384}, {4, 4096}, {8, 1024}, {16, 4096}, {4, 32768}, {2, 8192}};
 }
 
+void require_host_points(std::size_t n, const std::string& where) {
+  if (n < kMinHostPoints)
+    throw InputError(where + ": " + std::to_string(n) + " point(s); at least " + std::to_string(kMinHostPoints) +
+                     " are needed (each point is predicted from a fit of 3 efficiencies on the others)");
+}
+
 std::vector<HostPoint> parse_host_points(const std::string& text) {
   std::vector<HostPoint> out;
   std::size_t start = 0;
@@ -224,9 +230,7 @@ Validation validate_host_measurements(const Catalog& cat, const hwdb::Device& ho
     }
     rows.push_back({me, h.terms(host, me.point)});
   }
-  if (rows.size() < kMinHostPoints)
-    throw InputError("validate: " + std::to_string(rows.size()) + " point(s) ran; at least " + std::to_string(kMinHostPoints) +
-                     " are needed (each point is predicted from a fit of 3 efficiencies on the others)");
+  require_host_points(rows.size(), "validate: points that ran");
   auto features = [](const Row& r) {
     Terms f = r.terms.x;
     for (double& term : f) term /= r.meas.step_s;
@@ -284,9 +288,7 @@ Validation validate_host_measurements(const Catalog& cat, const hwdb::Device& ho
 Validation validate_host(const Catalog& cat, const hwdb::Device& host, const HostValidationOptions& opt, ThreadPool& pool,
                          const std::function<void(std::size_t, std::size_t, const std::string&)>& progress) {
   const std::vector<HostPoint> points = opt.points.empty() ? default_host_points() : opt.points;
-  if (points.size() < kMinHostPoints)
-    throw InputError("--points: " + std::to_string(points.size()) + " point(s); at least " + std::to_string(kMinHostPoints) +
-                     " are needed (each point is predicted from a fit of 3 efficiencies on the others)");
+  require_host_points(points.size(), "--points");
   const ModelSpec model = cat.model(opt.model);
   (void)host_loop_scheme(opt.quant);  // a bad --quant fails before any point runs
   std::vector<HostMeasurement> measured;

@@ -86,6 +86,8 @@ struct HostValidationOptions {
 Scheme host_loop_scheme(const std::string& quant);
 constexpr std::size_t kMinHostPoints = 5;  // each point is fitted on >= 4 others for 3 parameters
 std::vector<HostPoint> default_host_points();
+// InputError "<where>: N point(s); at least kMinHostPoints are needed ..." when n is too few.
+void require_host_points(std::size_t n, const std::string& where);
 // "BxL,BxL,...", contexts with an optional K suffix (1x4K). InputError names the bad item.
 std::vector<HostPoint> parse_host_points(const std::string& text);
 
