@@ -67,9 +67,14 @@ Device device_from_json(const Json& j, const std::string& origin, const std::str
 
   const Json& pt = required(j, w, "peak_tflops");
   JsonWhere pw = w / "peak_tflops";
-  check_keys(pt, pw, {"fp32", "tf32", "bf16", "fp16", "fp8", "int8", "fp4"});
+  check_keys(pt, pw, {"fp32", "tf32", "bf16", "fp16", "fp8", "int8", "fp4", "fp16_acc16"});
   auto peak = [&](const char* k) { return get_number_or_null(pt, pw, k, 1e-3, kMaxTflops, "TFLOP/s (dense)"); };
-  d.peak_tflops = {peak("fp32"), peak("tf32"), peak("bf16"), peak("fp16"), peak("fp8"), peak("int8"), peak("fp4")};
+  d.peak_tflops = {peak("fp32"), peak("tf32"), peak("bf16"), peak("fp16"), peak("fp8"), peak("int8"), peak("fp4"), std::nullopt};
+  if (pt.contains("fp16_acc16")) {
+    d.peak_tflops.fp16_acc16 = peak("fp16_acc16");
+    if (!d.peak_tflops.fp16 || !d.peak_tflops.fp16_acc16 || *d.peak_tflops.fp16_acc16 <= *d.peak_tflops.fp16)
+      json_fail(pw / "fp16_acc16", "expected a rate above fp16 (record it only where FP16 accumulation is faster than FP32 accumulation)");
+  }
 
   d.tdp_w = get_number_or_null(j, w, "tdp_w", 1, 1e5, "W");
   const Json& su = required(j, w, "scale_up");
@@ -156,6 +161,7 @@ Json device_to_json(const Device& d) {
   const auto& p = d.peak_tflops;
   j["peak_tflops"] = {{"fp32", opt(p.fp32)}, {"tf32", opt(p.tf32)}, {"bf16", opt(p.bf16)}, {"fp16", opt(p.fp16)},
                       {"fp8", opt(p.fp8)},   {"int8", opt(p.int8)}, {"fp4", opt(p.fp4)}};
+  if (p.fp16_acc16) j["peak_tflops"]["fp16_acc16"] = *p.fp16_acc16;
   j["tdp_w"] = opt(d.tdp_w);
   j["scale_up"] = d.scale_up ? Json{{"kind", d.scale_up->kind}, {"bandwidth_gbps", d.scale_up->bandwidth_gbps},
                                     {"bidirectional", d.scale_up->bidirectional ? Json(*d.scale_up->bidirectional) : Json(nullptr)}}

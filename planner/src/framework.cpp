@@ -30,7 +30,7 @@ void read_sources(const Json& obj, const JsonWhere& w, std::map<std::string, std
 Framework load_framework_file(const std::string& path) {
   Json j = hwdb::parse_json_file(path);
   JsonWhere w{path, ""};
-  hwdb::check_keys(j, w, {"id", "name", "version_basis", "memory", "kv", "notes"});
+  hwdb::check_keys(j, w, {"id", "name", "version_basis", "memory", "kv", "compute", "notes"});
   Framework f;
   f.id = hwdb::get_string(j, w, "id");
   if (f.id != std::filesystem::path(path).stem().string())
@@ -77,6 +77,14 @@ Framework load_framework_file(const std::string& path) {
   f.kv.indexer_scale_bytes_per_128 = hwdb::get_int(ix, iw, "scale_bytes_per_128", 0, 64, "bytes");
   f.kv.sliding_window = hwdb::get_bool(k, kw, "sliding_window");
   read_sources(k, kw, f.sources);
+
+  if (j.contains("compute")) {
+    const Json& c = j.at("compute");
+    JsonWhere cw = w / "compute";
+    hwdb::check_keys(c, cw, {"fp16_accumulate", "sources"});
+    f.compute.fp16_accumulate = hwdb::get_bool(c, cw, "fp16_accumulate");
+    read_sources(c, cw, f.sources);
+  }
 
   const Json& notes = hwdb::required(j, w, "notes");
   if (!notes.is_array()) hwdb::json_fail(w / "notes", "expected an array of strings");

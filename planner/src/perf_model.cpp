@@ -45,7 +45,7 @@ PhaseCost finish(PhaseCost c, const hwdb::Device& d, const PerfParams& p, const 
   const double bw = d.memory_bandwidth_gbps * 1e9 * p.bandwidth_fraction;
   const double mem_w = c.weight_bytes / bw, mem_a = c.kv_bytes / bw;
   double cmp_w = 0, cmp_a = 0;
-  if (auto peak = compute_peak(d, fmt)) {
+  if (auto peak = compute_peak(d, fmt, p.fp16_accumulate)) {
     c.compute_dtype = peak->first;
     cmp_w = (c.flops - c.attention_flops) / (peak->second * 1e12 * p.compute_fraction);
   }
@@ -72,7 +72,13 @@ double expected_experts(std::int64_t num_experts, std::int64_t top_k, std::int64
   return E * (1.0 - std::pow(1.0 - k / E, static_cast<double>(batch)));
 }
 
-std::optional<std::pair<std::string, double>> compute_peak(const hwdb::Device& d, const std::string& f) {
+PerfParams perf_params(const FitSetup& s) {
+  PerfParams p;
+  p.fp16_accumulate = s.framework && s.framework->compute.fp16_accumulate;
+  return p;
+}
+
+std::optional<std::pair<std::string, double>> compute_peak(const hwdb::Device& d, const std::string& f, bool fp16_accumulate) {
   const auto& pk = d.peak_tflops;
   auto pick = [](const char* name, const std::optional<double>& v) -> std::optional<std::pair<std::string, double>> {
     if (v) return std::make_pair(std::string(name), *v);
@@ -89,6 +95,7 @@ std::optional<std::pair<std::string, double>> compute_peak(const hwdb::Device& d
     if (pk.bf16 && f == "bf16") return pick("bf16", pk.bf16);
     return pick("fp32", pk.fp32);
   }
+  if (fp16_accumulate && pk.fp16_acc16 && (gguf_quant || f == "f16" || f == "fp16")) return pick("fp16_acc16", pk.fp16_acc16);
   if (pk.bf16) return pick("bf16", pk.bf16);
   if (pk.fp16) return pick("fp16", pk.fp16);
   return pick("fp32", pk.fp32);

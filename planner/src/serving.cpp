@@ -48,9 +48,10 @@ ServingTerms serving_terms(const FitSetup& s, const ServingRequest& rq, const st
   StepShape shape;
   shape.tokens_per_sequence = rq.mtp_acceptance ? 2 : 1;
   if (host) shape.part = WeightPart::kExceptRoutedExperts;
-  t.dec = decode_step(s, PerfParams{}, t.per_rank, ctx, shape);
+  const PerfParams pp = perf_params(s);
+  t.dec = decode_step(s, pp, t.per_rank, ctx, shape);
   if (same_prefill) t.pre = same_prefill->pre;
-  else t.pre = prefill(s, PerfParams{}, rq.input_tokens, rq.prefill_context, shape.part);
+  else t.pre = prefill(s, pp, rq.input_tokens, rq.prefill_context, shape.part);
   double host_pre = 0;
   if (host) {
     // The routed experts run on the host CPU from host RAM, one copy, after the GPU part.

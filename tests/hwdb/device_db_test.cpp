@@ -177,6 +177,20 @@ TEST(ShippedDevices, Mi300xFp8IsDense) {
   EXPECT_DOUBLE_EQ(*d.peak_tflops.fp8, 2614.9);
 }
 
+TEST(ShippedDevices, GeForceFp16AccumulateRateIsTwiceTheFp32AccumulateRate) {
+  // devices.md:8 "GeForce cards: the FP16-accumulate rate is 2x higher"; devices.md:215 (Ada
+  // whitepaper, RTX 4090) "FP16 w/ FP16 accumulate 330.3"; the GA102 whitepaper's RTX 3090 row
+  // gives 71 with FP32 accumulate, 142 with FP16.
+  ASSERT_TRUE(dev("rtx-4090").peak_tflops.fp16_acc16);
+  EXPECT_DOUBLE_EQ(*dev("rtx-4090").peak_tflops.fp16_acc16, 330.3);
+  ASSERT_TRUE(dev("rtx-3090").peak_tflops.fp16_acc16);
+  EXPECT_DOUBLE_EQ(*dev("rtx-3090").peak_tflops.fp16_acc16, 142.0);
+  // devices.md:216 "Workstation/datacenter Ada parts (RTX 6000 Ada, L40S) are not halved": no
+  // separate rate there, nor on datacenter parts.
+  for (const char* id : {"rtx-6000-ada", "l40s", "a6000", "h100-sxm", "a100-sxm-80g"})
+    EXPECT_FALSE(dev(id).peak_tflops.fp16_acc16.has_value()) << id;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Fixtures: valid-gpu.json is a complete valid record; every other file is a copy of it with
 // exactly one defect (and its id set to its own file name so that only that defect can trip).
@@ -227,6 +241,20 @@ TEST(LoadDeviceFile, ValidFixtureLoadsAndRoundTrips) {
   EXPECT_EQ(back.memory_bytes, d.memory_bytes);
   EXPECT_EQ(back.peak_tflops.tf32, d.peak_tflops.tf32);
   EXPECT_EQ(back.origin, "round-trip");
+}
+
+TEST(LoadDeviceFile, Fp16AccumulateRateMustExceedTheFp16Rate) {
+  // valid-gpu.json has fp16 989.4; an FP16-accumulate rate at or below it says nothing new and is
+  // most likely the FP32-accumulate figure typed twice.
+  Json j = parse_json_file(fixture("valid-gpu.json"));
+  j["peak_tflops"]["fp16_acc16"] = 989.4;
+  EXPECT_THAT(input_error_of([&] { device_from_json(j, "acc16.json", "valid-gpu"); }),
+              AllOf(HasSubstr("acc16.json: /peak_tflops/fp16_acc16: expected a rate above fp16")));
+  j["peak_tflops"]["fp16_acc16"] = 1978.8;
+  const Device d = device_from_json(j, "acc16.json", "valid-gpu");
+  ASSERT_TRUE(d.peak_tflops.fp16_acc16);
+  EXPECT_DOUBLE_EQ(*d.peak_tflops.fp16_acc16, 1978.8);
+  EXPECT_EQ(device_to_json(d), j);
 }
 
 TEST(LoadDeviceFile, UnknownKeyIsRejectedWithTheAllowedKeys) {

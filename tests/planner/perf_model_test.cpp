@@ -11,6 +11,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "kernels/error.h"
+#include "planner/framework.h"
 #include "planner/validate.h"
 #include "test_data.h"
 
@@ -71,6 +73,50 @@ TEST(PerfModel, LargePrefillIsComputeBound) {
   EXPECT_GT(c.flops, 2.0 * (8030261248.0 - 128256.0 * 4096) * 4096);
 }
 
+TEST(PerfModel, LlamaCppGemmsOnGeForceRunAtTheFp16AccumulateRate) {
+  // llama.cpp's CUDA GEMMs ask cuBLAS for CUBLAS_COMPUTE_16F; the Ada whitepaper gives the RTX 4090
+  // 330.3 dense TFLOP/s with FP16 accumulation and 165.2 with FP32. A 4096-token prefill of an 8B
+  // model is compute-bound, so the weights' time is their FLOPs over that peak.
+  Rig x("llama-3-8b", "q4_k_m", "rtx-4090", "llamacpp");
+  ASSERT_TRUE(perf_params(x.s).fp16_accumulate);
+  const PhaseCost c = prefill(x.s, perf_params(x.s), 4096, 0);
+  EXPECT_EQ(c.compute_dtype, "fp16_acc16");
+  EXPECT_NEAR(c.weight_seconds, (c.flops - c.attention_flops) / 330.3e12, 1e-12);
+  // Without the framework's accumulation (vLLM, PyTorch): the FP32-accumulate rate.
+  const PhaseCost v = prefill(x.s, PerfParams{}, 4096, 0);
+  EXPECT_EQ(v.compute_dtype, "bf16");
+  EXPECT_NEAR(v.weight_seconds, (v.flops - v.attention_flops) / 165.2e12, 1e-12);
+  // A workstation Ada card runs FP32 accumulation at full rate: one peak either way.
+  Rig w("llama-3-8b", "q4_k_m", "rtx-6000-ada", "llamacpp");
+  EXPECT_EQ(prefill(w.s, perf_params(w.s), 4096, 0).compute_dtype, "bf16");
+  // bf16 weights are not multiplied in FP16.
+  EXPECT_EQ(compute_peak(catalog().devices.get("rtx-4090"), "bf16", true)->first, "bf16");
+}
+
+TEST(Frameworks, ComputeSectionIsStrict) {
+  // The shipped llama.cpp profile with one defect at a time in its optional "compute" section.
+  const auto dir = std::filesystem::temp_directory_path() / ("deepfit_fw_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "llamacpp.json").string();
+  auto error_of = [&](const nlohmann::json& compute) {
+    nlohmann::json j = nlohmann::json::parse(std::ifstream(std::string(DEEPFIT_SOURCE_DIR) + "/data/frameworks/llamacpp.json"));
+    j["compute"] = compute;
+    std::ofstream(path) << j.dump(1);
+    try {
+      load_framework_file(path);
+    } catch (const InputError& e) {
+      return std::string(e.what());
+    }
+    return std::string("loaded");
+  };
+  EXPECT_THAT(error_of({{"fp16_accumulate", "yes"}}), testing::HasSubstr("/compute/fp16_accumulate"));
+  EXPECT_THAT(error_of({{"fp16_accumulate", true}, {"fp32_accumulate", false}}), testing::HasSubstr("unknown key 'fp32_accumulate'"));
+  EXPECT_EQ(error_of({{"fp16_accumulate", false}}), "loaded");
+  EXPECT_TRUE(catalog().frameworks.get("llamacpp").compute.fp16_accumulate);
+  EXPECT_FALSE(catalog().frameworks.get("vllm").compute.fp16_accumulate);
+  std::filesystem::remove_all(dir);
+}
+
 class Validate : public testing::Test {
  protected:
   std::string write(const std::vector<std::string>& lines) {
@@ -91,7 +137,7 @@ TEST_F(Validate, LeaveOneOutRecoversAKnownEfficiency) {
   for (int i = 0; i < 5; ++i) {
     Rig x("llama-3-8b", "q4_k_m", devices[i], "llamacpp");
     x.s.kv_dtype = "f16";
-    const double roofline = 1.0 / decode_step(x.s, PerfParams{}, 1, 64).seconds;
+    const double roofline = 1.0 / decode_step(x.s, perf_params(x.s), 1, 64).seconds;
     nlohmann::json r = {{"id", "T-" + std::to_string(i)}, {"model", "llama-3-8b"}, {"quant", "q4_k_m"}, {"kv_dtype", "fp16"},
                         {"device", devices[i]}, {"count", 1}, {"framework", "llamacpp"}, {"offload", "none"},
                         {"concurrency", 1}, {"output_tokens", 128}, {"context_tokens", 0},

@@ -19,6 +19,10 @@ const char* to_string(DeviceKind kind);
 // Dense peak throughput per dtype in TFLOP/s (int8 in TOP/s); nullopt where the hardware has none.
 struct PeakTflops {
   std::optional<double> fp32, tf32, bf16, fp16, fp8, int8, fp4;
+  // FP16 tensor rate with FP16 accumulation, recorded only where it differs from `fp16` (which is
+  // the FP32-accumulate rate): GeForce cards run it at twice the rate. Software that asks cuBLAS for
+  // CUBLAS_COMPUTE_16F (llama.cpp's CUDA GEMMs) gets it.
+  std::optional<double> fp16_acc16;
 };
 
 struct ScaleUp {

@@ -31,12 +31,20 @@ struct FrameworkKv {
   bool sliding_window = true;  // whether sliding-window layers keep only the window
 };
 
+// How the framework's kernels compute; optional in the profile.
+struct FrameworkCompute {
+  // 16-bit GEMMs accumulate in FP16 (cuBLAS CUBLAS_COMPUTE_16F): on GPUs whose record has an
+  // `fp16_acc16` rate (GeForce), that rate is the peak.
+  bool fp16_accumulate = false;
+};
+
 struct Framework {
   std::string id;
   std::string name;
   std::string version_basis;
   FrameworkMemory memory;
   FrameworkKv kv;
+  FrameworkCompute compute;
   std::map<std::string, std::string> sources;
   std::vector<std::string> notes;
 };

@@ -17,7 +17,12 @@ struct PerfParams {
   double bandwidth_fraction = 1.0;
   double compute_fraction = 1.0;
   double step_overhead_s = 0.0;
+  // The framework's 16-bit GEMMs accumulate in FP16 (FrameworkCompute::fp16_accumulate).
+  bool fp16_accumulate = false;
 };
+
+// The parameters a setup's framework implies (the datasheet roofline otherwise).
+PerfParams perf_params(const FitSetup& s);
 
 struct PhaseCost {
   double seconds = 0;
@@ -39,8 +44,10 @@ struct PhaseCost {
 double expected_experts(std::int64_t num_experts, std::int64_t top_k, std::int64_t batch);
 
 // Which peak the device uses for this weight format, and its TFLOP/s; nullopt when the record has
-// no usable peak (then compute time is unknown).
-std::optional<std::pair<std::string, double>> compute_peak(const hwdb::Device& d, const std::string& weight_format);
+// no usable peak (then compute time is unknown). With `fp16_accumulate`, weights multiplied in FP16
+// on a GPU (fp16, and GGUF quants dequantized to fp16) run at the record's `fp16_acc16` rate.
+std::optional<std::pair<std::string, double>> compute_peak(const hwdb::Device& d, const std::string& weight_format,
+                                                           bool fp16_accumulate = false);
 
 // Which weights a phase prices: all, or the split of a hybrid CPU+GPU run (routed experts on the
 // host CPU, everything else on the GPU).
