@@ -89,7 +89,7 @@ void predict_speed(const Catalog& cat, const CalibrationDb& cal, FitRecord& rec,
     const double tpot = tpot_terms(t, rq).at(a_d, o_d), cycle = cycle_terms(t, rq).at(a_d, o_d);
     const double t_pre = t.prefill.at(a_p, o_p);
     sp.tpot_ms = tpot * 1e3;
-    sp.ttft_ms = (t_pre + t.step.at(a_d, o_d)) * 1e3;
+    sp.ttft_ms = (t_pre * (1 + prefill_wait_factor(t, rq, t_pre, t.step.at(a_d, o_d))) + t.step.at(a_d, o_d)) * 1e3;
     sp.decode_tok_s_per_user = 1.0 / tpot;
     sp.output_tok_s_total = static_cast<double>(sp.served_concurrency) / cycle;
     sp.output_tok_s_per_gpu = *sp.output_tok_s_total / static_cast<double>(s.count);
@@ -126,7 +126,9 @@ void predict_speed(const Catalog& cat, const CalibrationDb& cal, FitRecord& rec,
       r.notes.push_back("expected_error_pct is null: no held-out check exists for this framework and device class");
     }
     if (!pre_cal) r.notes.push_back("prefill/TTFT: datasheet roofline only (no calibration group)");
-    r.notes.push_back("TTFT is at light load (queueing is not modelled); TPOT includes the prefill share of continuous batching");
+    r.notes.push_back(sp.served_concurrency > s.parallel.dp
+                          ? "TTFT includes the expected wait for other users' prompts (M/D/1 approximation of a closed loop); TPOT includes the prefill share of continuous batching"
+                          : "TTFT: one user per rank, no prompt waits; TPOT includes the prefill share of continuous batching");
     if (rq.mtp_acceptance)
       r.notes.push_back("MTP: one draft token accepted at " + std::to_string(static_cast<int>(std::lround(*rq.mtp_acceptance * 100))) +
                         " %, so " + std::to_string(t.tokens_per_step).substr(0, 4) + " tokens per verification step");

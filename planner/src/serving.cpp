@@ -91,9 +91,19 @@ TimeTerms tpot_terms(const ServingTerms& t, const ServingRequest& rq) {
   return with_prefill_share(t, static_cast<double>(t.per_rank - 1), rq);
 }
 
-TimeTerms ttft_terms(const ServingTerms& t) {
-  return TimeTerms{t.prefill.roofline_s + t.step.roofline_s, t.prefill.layer_passes + t.step.layer_passes,
-                   t.prefill.fixed_s + t.step.fixed_s};
+double prefill_wait_factor(const ServingTerms& t, const ServingRequest& rq, double prefill_s, double step_s) {
+  if (rq.disaggregated || t.per_rank <= 1) return 0.0;
+  const double n = static_cast<double>(t.per_rank);
+  const double share = n * prefill_s / static_cast<double>(rq.output_tokens);  // prefill time per step
+  const double rho = share / (step_s + share);  // the rank's time spent prefilling
+  const double seen = rho * (n - 1) / n;                 // what an arriving request sees (arrival theorem)
+  return seen / (2 * (1 - seen));
+}
+
+TimeTerms ttft_terms(const ServingTerms& t, const ServingRequest& rq) {
+  const double k = 1 + prefill_wait_factor(t, rq, t.prefill.at(1, 0), t.step.at(1, 0));
+  return TimeTerms{k * t.prefill.roofline_s + t.step.roofline_s, k * t.prefill.layer_passes + t.step.layer_passes,
+                   k * t.prefill.fixed_s + t.step.fixed_s};
 }
 
 std::optional<std::string> calibration_phase(const std::string& metric) {
@@ -114,7 +124,7 @@ std::optional<MetricTerms> metric_terms(const std::string& metric, const Serving
   if (metric == "output_tok_s_total") return MetricTerms{cycle, c, false};
   if (metric == "output_tok_s_per_gpu") return MetricTerms{cycle, c / n, false};
   if (metric == "output_tok_s_per_node") return MetricTerms{cycle, c / nn, false};
-  if (metric == "ttft_ms") return MetricTerms{ttft_terms(t), 1e3, true};
+  if (metric == "ttft_ms") return MetricTerms{ttft_terms(t, rq), 1e3, true};
   if (metric == "prefill_tok_s_total") return MetricTerms{t.prefill, in, false};
   if (metric == "prefill_tok_s_per_gpu") return MetricTerms{t.prefill, in / n, false};
   if (metric == "prefill_tok_s_per_node") return MetricTerms{t.prefill, in / nn, false};

@@ -112,7 +112,19 @@ TEST(Serving, MetricsMapToTheirIntervals) {
   EXPECT_NEAR(metric_terms("output_tok_s_total", t, rq, 8, 1)->value(a, o), 16 / cycle, 1e-9);
   EXPECT_NEAR(metric_terms("output_tok_s_per_gpu", t, rq, 8, 1)->value(a, o), 2 / cycle, 1e-9);
   EXPECT_NEAR(metric_terms("tpot_ms", t, rq, 8, 1)->value(a, o), tpot * 1e3, 1e-9);
-  EXPECT_NEAR(metric_terms("ttft_ms", t, rq, 8, 1)->value(a, o), (t.prefill.at(a, o) + t.step.at(a, o)) * 1e3, 1e-9);
+  // 16 users on one rank: a prompt waits for the others' prefills. By hand from the definition:
+  // share = 16 P / 100, rho = share / (S + share), seen = rho 15/16, wait = seen / (2 (1 - seen)).
+  const double P = t.prefill.at(1, 0), S = t.step.at(1, 0), share = 16 * P / 100, rho = share / (S + share);
+  const double seen = rho * 15 / 16, wait = seen / (2 * (1 - seen));
+  EXPECT_NEAR(prefill_wait_factor(t, rq, P, S), wait, 1e-12);
+  EXPECT_GT(wait, 0.0);
+  EXPECT_NEAR(metric_terms("ttft_ms", t, rq, 8, 1)->value(a, o), ((1 + wait) * t.prefill.at(a, o) + t.step.at(a, o)) * 1e3, 1e-9);
+  // One user: nothing to wait for.
+  ServingRequest one = rq;
+  one.concurrency = 1;
+  const ServingTerms t1 = serving_terms(x.s, one, link, nullptr);
+  EXPECT_EQ(prefill_wait_factor(t1, one, t1.prefill.at(a, o), t1.step.at(a, o)), 0.0);
+  EXPECT_NEAR(metric_terms("ttft_ms", t1, one, 8, 1)->value(a, o), (t1.prefill.at(a, o) + t1.step.at(a, o)) * 1e3, 1e-9);
   // TP: one prompt at a time over all 8 GPUs.
   EXPECT_NEAR(metric_terms("prefill_tok_s_per_gpu", t, rq, 8, 1)->value(a, o), 1000 / t.prefill.at(a, o) / 8, 1e-9);
   const MetricTerms m = *metric_terms("decode_tok_s_per_user", t, rq, 8, 1);

@@ -52,10 +52,24 @@ ServingTerms serving_terms(const FitSetup& s, const ServingRequest& rq, const st
 // Continuous batching: over `output` steps a rank also prefills each of its sequences once.
 // Throughput interval per step: (step + per_rank * prefill / output) / tokens per step. A user's
 // TPOT excludes its own prefill (it comes before the first token): (per_rank - 1) prefills.
-// No prefill share when disaggregated. TTFT: the prefill and the first step, at light load.
+// No prefill share when disaggregated.
 TimeTerms cycle_terms(const ServingTerms& t, const ServingRequest& rq);
 TimeTerms tpot_terms(const ServingTerms& t, const ServingRequest& rq);
-TimeTerms ttft_terms(const ServingTerms& t);
+
+// Queueing of prompts on a rank: with `per_rank` users in a closed loop, a finished request is
+// replaced at once, so prompts arrive while other prompts are being prefilled and wait their turn.
+// The rank spends a fraction rho = share / (step + share) of its time prefilling (share: per_rank
+// prefills per `output` steps); an arriving prompt sees the other per_rank - 1 users only (the
+// arrival theorem of closed queues), rho' = rho (n - 1) / n, and waits rho' / (2 (1 - rho'))
+// prefill times on average (M/D/1: Poisson arrivals, fixed prefill time; an approximation, since
+// a closed loop's arrivals are not Poisson). Returned in prefill times; 0 for one user per rank or
+// disaggregated prefill (its own pool, not modelled). `prefill_s` and `step_s` are the calibrated
+// prefill and decode-step times.
+double prefill_wait_factor(const ServingTerms& t, const ServingRequest& rq, double prefill_s, double step_s);
+// TTFT: the prefill, the expected wait for other prompts' prefills, and the first step. The wait
+// factor is taken at the uncalibrated roofline (a = 1, o = 0) so that the interval stays linear in
+// the calibration; `predict` uses the calibrated times instead.
+TimeTerms ttft_terms(const ServingTerms& t, const ServingRequest& rq);
 
 // Phase whose calibration prices a metric: "decode_tok_s_per_user" for the decode-side metrics
 // (tpot, output throughput), "prefill_tok_s_total" for the prefill side (ttft, prefill throughput).
