@@ -32,7 +32,7 @@ Command add_predict_command(CLI::App& root) {
   app->add_option("--context", a->context, "price decode at these KV positions (comma-separated, K suffix ok): cost vs token position");
   app->add_option("--framework", a->framework, "vllm, sglang, trtllm, llamacpp, mlx, ktransformers");
   app->add_option("--parallel", a->parallel, "split, e.g. tp8, tp8ep8, tp1ep8dp8");
-  app->add_option("--offload", a->offload, "none or experts (hybrid CPU+GPU: routed experts in host RAM, computed by --host-device)");
+  app->add_option("--offload", a->offload, "none, experts (routed experts in host RAM) or layers:N (the last N layers in host RAM), computed by --host-device");
   app->add_option("--host-device", a->host_device, "the CPU of a hybrid run (a device id, or host for this machine's probe)");
   app->add_flag("--mtp", a->mtp, "MTP speculative decoding: load the MTP module, one draft token per step");
   app->add_option("--mtp-acceptance", a->mtp_acceptance, "acceptance rate of the draft token (default 0.85; DeepSeek reports 0.85-0.90)");

@@ -81,8 +81,9 @@ Framework load_framework_file(const std::string& path) {
   if (j.contains("compute")) {
     const Json& c = j.at("compute");
     JsonWhere cw = w / "compute";
-    hwdb::check_keys(c, cw, {"fp16_accumulate", "sources"});
+    hwdb::check_keys(c, cw, {"fp16_accumulate", "offload_min_batch", "sources"});
     f.compute.fp16_accumulate = hwdb::get_bool(c, cw, "fp16_accumulate");
+    f.compute.offload_min_batch = hwdb::get_int_opt(c, cw, "offload_min_batch", 1, 1 << 20, "tokens").value_or(0);
     read_sources(c, cw, f.sources);
   }
 

@@ -31,6 +31,8 @@ const LinkLatency* LinkDb::find(const std::string& fabric) const {
   return it == fabrics_.end() ? nullptr : &it->second;
 }
 
+double pcie_x16_gbps(int gen) { return 8.0 * std::pow(2.0, static_cast<double>(gen - 3)) * 16 * 128.0 / 130.0 / 8.0; }
+
 std::optional<LinkModel> link_model(const hwdb::Device& d, std::int64_t count, const LinkDb& links) {
   LinkModel l;
   if (count <= d.devices_per_node && d.scale_up) {
@@ -40,8 +42,7 @@ std::optional<LinkModel> link_model(const hwdb::Device& d, std::int64_t count, c
     l.gbps = *d.scale_out_gbps;
     l.fabric = "infiniband";
   } else if (d.pcie_gen && *d.pcie_gen >= 3) {
-    // PCI-SIG: 8, 16, 32, 64 GT/s per lane for gen 3-6, 128b/130b coding, 16 lanes.
-    l.gbps = 8.0 * std::pow(2.0, static_cast<double>(*d.pcie_gen - 3)) * 16 * 128.0 / 130.0 / 8.0;
+    l.gbps = pcie_x16_gbps(*d.pcie_gen);
     l.fabric = "pcie";
   } else {
     return std::nullopt;

@@ -25,16 +25,24 @@ std::string dominant_format(const StoredModel& st) {
   return best;
 }
 
-bool in_part(const Tensor& t, WeightPart part) {
+bool in_part(const Tensor& t, const StepShape& sh) {
+  const bool outside_layers = t.layer < 0 || t.mtp;
+  if (outside_layers ? sh.first_layer > 0 : (t.layer < sh.first_layer || t.layer >= sh.end_layer)) return false;
   const bool routed = t.role == TensorRole::kRoutedExpert;
-  return part == WeightPart::kAll || (part == WeightPart::kRoutedExpertsOnly) == routed;
+  return sh.part == WeightPart::kAll || (sh.part == WeightPart::kRoutedExpertsOnly) == routed;
+}
+
+// Share of the model's layers in the shape's layer range (attention and KV scale with it).
+double layer_share(const ModelSpec& m, const StepShape& sh) {
+  const std::int64_t hi = std::min(sh.end_layer, m.num_layers), lo = std::min(sh.first_layer, hi);
+  return static_cast<double>(hi - lo) / static_cast<double>(m.num_layers);
 }
 
 // Active parameters a token multiplies with (embedding rows are gathers, not products).
-double matmul_params(const StoredModel& st, const ModelSpec& m, bool mtp, WeightPart part) {
+double matmul_params(const StoredModel& st, const ModelSpec& m, bool mtp, const StepShape& sh) {
   double n = 0;
   for (const auto& t : st.tensors) {
-    if (!t.tensor.is_matrix() || t.tensor.role == TensorRole::kEmbedding || (t.tensor.mtp && !mtp) || !in_part(t.tensor, part)) continue;
+    if (!t.tensor.is_matrix() || t.tensor.role == TensorRole::kEmbedding || (t.tensor.mtp && !mtp) || !in_part(t.tensor, sh)) continue;
     const double e = static_cast<double>(t.tensor.num_elements());
     n += t.tensor.role == TensorRole::kRoutedExpert ? e / static_cast<double>(m.num_experts) * static_cast<double>(m.top_k) : e;
   }
@@ -108,7 +116,7 @@ PhaseCost decode_step(const FitSetup& s, const PerfParams& p, std::int64_t batch
   const std::int64_t tokens = batch * shape.tokens_per_sequence;
   const double experts_read = m.is_moe() ? expected_experts(m.num_experts, m.top_k, tokens) / static_cast<double>(m.num_experts) : 1.0;
   for (const auto& t : s.stored->tensors) {
-    if ((t.tensor.mtp && !s.mtp) || !in_part(t.tensor, shape.part)) continue;
+    if ((t.tensor.mtp && !s.mtp) || !in_part(t.tensor, shape)) continue;
     if (t.tensor.role == TensorRole::kEmbedding) continue;  // a gather of `batch` rows: negligible
     double bytes = static_cast<double>(t.bytes) * device_share(t.tensor, m, s.parallel);
     if (t.tensor.role == TensorRole::kRoutedExpert) bytes *= experts_read;
@@ -116,12 +124,13 @@ PhaseCost decode_step(const FitSetup& s, const PerfParams& p, std::int64_t batch
   }
   const double tp = static_cast<double>(s.parallel.tp);
   // FLOPs: 2 per weight per token, plus attention over the context.
-  c.flops = 2.0 * matmul_params(*s.stored, m, s.mtp, shape.part) * static_cast<double>(tokens) / tp;
-  if (shape.part == WeightPart::kRoutedExpertsOnly) return finish(c, *s.device, p, dominant_format(*s.stored));
+  c.flops = 2.0 * matmul_params(*s.stored, m, s.mtp, shape) * static_cast<double>(tokens) / tp;
+  const double share = layer_share(m, shape);
+  if (shape.part == WeightPart::kRoutedExpertsOnly || share == 0) return finish(c, *s.device, p, dominant_format(*s.stored));
   // KV: every cached position per sequence (DSA: the indexer scans all, attention reads top-k).
   const KvPerToken kv = kv_of(s);
-  const double layers = static_cast<double>(kv.num_full_layers + kv.num_window_layers);
-  double kv_per_seq = static_cast<double>(kv_bytes_per_sequence(kv, context_tokens, s.parallel.tp, 1.0));
+  const double layers = static_cast<double>(kv.num_full_layers + kv.num_window_layers) * share;
+  double kv_per_seq = static_cast<double>(kv_bytes_per_sequence(kv, context_tokens, s.parallel.tp, share));
   if (m.dsa && context_tokens > m.index_top_k) {
     const double attended = static_cast<double>(m.index_top_k) / static_cast<double>(context_tokens);
     kv_per_seq = static_cast<double>(context_tokens) * layers *
@@ -143,24 +152,25 @@ PhaseCost decode_step(const FitSetup& s, const PerfParams& p, std::int64_t batch
   return finish(c, *s.device, p, dominant_format(*s.stored));
 }
 
-PhaseCost prefill(const FitSetup& s, const PerfParams& p, std::int64_t tokens, std::int64_t context_tokens, WeightPart part) {
+PhaseCost prefill(const FitSetup& s, const PerfParams& p, std::int64_t tokens, std::int64_t context_tokens, const StepShape& shape) {
   DEEPFIT_ASSERT(s.device && tokens >= 1 && context_tokens >= 0, "prefill needs a device and tokens");
   const ModelSpec& m = *s.model;
   PhaseCost c;
   // Weights are read once per pass; at prefill batch sizes every expert is used.
   for (const auto& t : s.stored->tensors) {
-    if ((t.tensor.mtp && !s.mtp) || t.tensor.role == TensorRole::kEmbedding || !in_part(t.tensor, part)) continue;
+    if ((t.tensor.mtp && !s.mtp) || t.tensor.role == TensorRole::kEmbedding || !in_part(t.tensor, shape)) continue;
     double bytes = static_cast<double>(t.bytes) * device_share(t.tensor, m, s.parallel);
     if (t.tensor.role == TensorRole::kRoutedExpert) bytes *= expected_experts(m.num_experts, m.top_k, tokens) / static_cast<double>(m.num_experts);
     c.weight_bytes += bytes;
   }
   const double tp = static_cast<double>(s.parallel.tp), n = static_cast<double>(tokens);
-  c.flops = 2.0 * matmul_params(*s.stored, m, s.mtp, part) * n / tp;
-  if (part == WeightPart::kRoutedExpertsOnly) return finish(c, *s.device, p, dominant_format(*s.stored));
+  c.flops = 2.0 * matmul_params(*s.stored, m, s.mtp, shape) * n / tp;
+  const double share = layer_share(m, shape);
+  if (shape.part == WeightPart::kRoutedExpertsOnly || share == 0) return finish(c, *s.device, p, dominant_format(*s.stored));
   // Causal attention: token i attends to context + i positions (non-absorbed MLA uses per-head dims).
   const double pairs = n * static_cast<double>(context_tokens) + n * (n + 1) / 2;
   const KvPerToken kv = kv_of(s);
-  const double layers = static_cast<double>(kv.num_full_layers + kv.num_window_layers);
+  const double layers = static_cast<double>(kv.num_full_layers + kv.num_window_layers) * share;
   const double head_qk = m.mla ? static_cast<double>(m.nope_head_dim + m.rope_head_dim) : static_cast<double>(m.head_dim);
   const double head_v = m.mla ? static_cast<double>(m.v_head_dim) : static_cast<double>(m.head_dim);
   double attended_pairs = pairs;
@@ -168,7 +178,7 @@ PhaseCost prefill(const FitSetup& s, const PerfParams& p, std::int64_t tokens, s
   c.attention_flops = 2.0 * static_cast<double>(m.num_heads) / tp * attended_pairs * (head_qk + head_v) * layers;
   if (m.dsa) c.attention_flops += 2.0 * pairs * static_cast<double>(m.index_num_heads * m.index_head_dim) * layers;
   c.flops += c.attention_flops;
-  c.kv_bytes = static_cast<double>(kv_bytes_per_sequence(kv, context_tokens + tokens, s.parallel.tp, 1.0));
+  c.kv_bytes = static_cast<double>(kv_bytes_per_sequence(kv, context_tokens + tokens, s.parallel.tp, share));
   return finish(c, *s.device, p, dominant_format(*s.stored));
 }
 

@@ -132,7 +132,15 @@ void predict_speed(const Catalog& cat, const CalibrationDb& cal, FitRecord& rec,
     if (rq.mtp_acceptance)
       r.notes.push_back("MTP: one draft token accepted at " + std::to_string(static_cast<int>(std::lround(*rq.mtp_acceptance * 100))) +
                         " %, so " + std::to_string(t.tokens_per_step).substr(0, 4) + " tokens per verification step");
-    if (so.host) r.notes.push_back("hybrid: routed experts computed by " + so.host->id + " from host RAM after the GPU part (no overlap)");
+    if (so.host && s.offload.kind == Offload::Kind::kLayers)
+      r.notes.push_back("layer split: the last " + std::to_string(s.offload.num_layers) + " layers and their KV computed by " + so.host->id +
+                        " from host RAM after the GPU's layers (no overlap)");
+    else if (so.host)
+      r.notes.push_back("hybrid: routed experts computed by " + so.host->id + " from host RAM after the GPU part (no overlap)");
+    if (t.host_prefill_on_gpu)
+      r.notes.push_back("prefill: " + rec.framework + " multiplies micro-batches of " + std::to_string(s.framework->compute.offload_min_batch) +
+                        "+ tokens on the GPU, copying the host's weights over PCIe gen " + std::to_string(d.pcie_gen.value_or(0)) +
+                        " x16 for each " + std::to_string(s.framework->memory.activation_tokens) + "-token micro-batch");
     if (link && !link->latency_s) r.notes.push_back("communication: no published collective latency for " + link->fabric + " (bandwidth terms only)");
     DEEPFIT_ASSERT(std::isfinite(tpot) && tpot > 0, "non-finite TPOT");
     r.speed = sp;
@@ -165,10 +173,10 @@ std::vector<FitRecord> plan_predict(const Catalog& cat, const CalibrationDb& cal
     s.kv_dtype = rec.kv_dtype;
     s.offload = rec.offload;
     s.mtp = opt.mtp;
-    if (s.offload.kind == Offload::Kind::kLayers)
-      throw InputError("--offload layers:N: the speed of a layer split between GPU and CPU is not modelled (fit works; use --offload experts)");
     if (s.offload.kind == Offload::Kind::kExperts && !so.host)
       throw InputError("--offload experts: pass --host-device ID (the CPU that computes the experts from host RAM)");
+    if (s.offload.kind == Offload::Kind::kLayers && !so.host)
+      throw InputError("--offload " + to_string(s.offload) + ": pass --host-device ID (the CPU that computes the offloaded layers from host RAM)");
     predict_speed(cat, cal, rec, so, s);
     out.push_back(std::move(rec));
   }

@@ -47,21 +47,47 @@ ServingTerms serving_terms(const FitSetup& s, const ServingRequest& rq, const st
   const std::int64_t ctx = rq.decode_context.value_or(rq.input_tokens + rq.output_tokens / 2);
   StepShape shape;
   shape.tokens_per_sequence = rq.mtp_acceptance ? 2 : 1;
-  if (host) shape.part = WeightPart::kExceptRoutedExperts;
+  StepShape hshape = shape;  // the host CPU's side of a hybrid run
+  const bool layer_split = s.offload.kind == Offload::Kind::kLayers;
+  DEEPFIT_ASSERT(!layer_split || host, "a layer split needs the host CPU's record");
+  if (layer_split) {
+    // llama.cpp -ngl: the first layers on the GPU, the last N (weights and KV) in host RAM.
+    shape.end_layer = m.num_layers - s.offload.num_layers;
+    hshape.first_layer = shape.end_layer;
+  } else if (host) {
+    shape.part = WeightPart::kExceptRoutedExperts;
+    hshape.part = WeightPart::kRoutedExpertsOnly;
+  }
   const PerfParams pp = perf_params(s);
   t.dec = decode_step(s, pp, t.per_rank, ctx, shape);
   if (same_prefill) t.pre = same_prefill->pre;
-  else t.pre = prefill(s, pp, rq.input_tokens, rq.prefill_context, shape.part);
+  else t.pre = prefill(s, pp, rq.input_tokens, rq.prefill_context, shape);
   double host_pre = 0;
   if (host) {
-    // The routed experts run on the host CPU from host RAM, one copy, after the GPU part.
+    // The host's share runs on the host CPU from host RAM, one copy, after the GPU part.
     FitSetup hs = s;
     hs.device = host;
     hs.parallel = ParallelPlan{};
-    StepShape hshape = shape;
-    hshape.part = WeightPart::kRoutedExpertsOnly;
     t.host_step_s = decode_step(hs, PerfParams{}, t.per_rank, ctx, hshape).seconds;
-    if (!same_prefill) host_pre = prefill(hs, PerfParams{}, rq.input_tokens, rq.prefill_context, WeightPart::kRoutedExpertsOnly).seconds;
+    if (same_prefill) {
+      t.host_prefill_on_gpu = same_prefill->host_prefill_on_gpu;
+    } else {
+      // llama.cpp multiplies micro-batches of at least `offload_min_batch` tokens on the GPU, copying
+      // the host's weights over PCIe for each; a shorter last micro-batch stays on the host CPU.
+      const std::int64_t min_batch = s.framework ? s.framework->compute.offload_min_batch : 0;
+      const std::int64_t ubatch = s.framework ? std::max<std::int64_t>(1, s.framework->memory.activation_tokens) : 1;
+      const std::int64_t rest = rq.input_tokens % ubatch;
+      const std::int64_t on_host = rest < min_batch ? rest : 0, on_gpu = rq.input_tokens - on_host;
+      if (min_batch > 0 && on_gpu > 0 && s.device->pcie_gen && *s.device->pcie_gen >= 3) {
+        t.host_prefill_on_gpu = true;
+        const PhaseCost g = prefill(s, pp, on_gpu, rq.prefill_context, hshape);
+        const double copies = std::ceil(static_cast<double>(on_gpu) / static_cast<double>(ubatch));
+        host_pre = g.seconds + copies * g.weight_bytes / (pcie_x16_gbps(*s.device->pcie_gen) * 1e9);
+        if (on_host > 0) host_pre += prefill(hs, PerfParams{}, on_host, rq.prefill_context + on_gpu, hshape).seconds;
+      } else {
+        host_pre = prefill(hs, PerfParams{}, rq.input_tokens, rq.prefill_context, hshape).seconds;
+      }
+    }
   }
   if (s.count > 1) {
     t.comm_step_s = comm_seconds(s, static_cast<double>(t.per_rank * shape.tokens_per_sequence), *link);

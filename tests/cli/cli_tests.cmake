@@ -148,6 +148,11 @@ deepfit_cli_case(predict_mtp_workload_energy 0 ARGS predict --model deepseek-v3.
                  STDOUT "\"energy_usd_per_mtok_output\":" "\"cost_usd_per_mtok_input\":" "MTP: one draft token accepted at 85 %")
 deepfit_cli_case(predict_hybrid 0 ARGS predict --model deepseek-v3 --quant q4_k_m --device rtx-4090 --offload experts
                  --host-device xeon-gold-6454s --concurrency 1 STDOUT "hybrid: routed experts computed by xeon-gold-6454s")
+deepfit_cli_case(predict_layer_split 0 ARGS predict --model llama-3.1-70b --quant q4_k_m --device rtx-4090 --framework llamacpp
+                 --offload layers:40 --host-device epyc-9654 --concurrency 1 --input 512 --output 128
+                 STDOUT "layer split: the last 40 layers and their KV computed by epyc-9654" "copying the host's weights over PCIe gen 4")
+deepfit_cli_case(predict_layer_split_needs_host 2 ARGS predict --model llama-3.1-70b --quant q4_k_m --device rtx-4090 --framework llamacpp
+                 --offload layers:40 STDERR "--offload layers:40: pass --host-device" EMPTY)
 deepfit_cli_case(predict_unknown_workload 2 ARGS predict --model llama-3-8b --device rtx-4090 --workload shargpt
                  STDERR "unknown workload 'shargpt'" "sharegpt" EMPTY)
 deepfit_cli_case(predict_workload_and_lengths 2 ARGS predict --model llama-3-8b --device rtx-4090 --workload sharegpt --input 100

@@ -97,6 +97,71 @@ TEST(Serving, HybridSplitsTheWeightsBetweenGpuAndHostCpu) {
   EXPECT_GT(t.host_step_s, t.dec.seconds);  // host RAM is the slow side
 }
 
+// A dense model on one device under a framework, kept alive with its storage.
+struct Dense {
+  ModelSpec m;
+  StoredModel st;
+  FitSetup s;
+  Dense(const std::string& model, const std::string& quant, const std::string& device, const std::string& fw)
+      : m(catalog().model(model)), st(store_model(m, catalog().quants.scheme(quant), catalog().quants)) {
+    s.model = &m;
+    s.stored = &st;
+    s.device = &catalog().devices.get(device);
+    s.framework = &catalog().frameworks.get(fw);
+    s.parallel = default_parallel(1, fw);
+    s.kv_dtype = "f16";
+  }
+};
+
+TEST(Serving, LayerSplitPricesTheLastLayersOnTheHostCpu) {
+  // Llama-3.1-8B bf16 on an RTX 4090 with its last 8 of 32 layers in the RAM of an EPYC 9654
+  // (--offload layers:8). One layer: q and o 4096 x 4096, k and v 4096 x 1024, gate/up/down
+  // 3 x 4096 x 14336 = 218,103,808 weights, plus two 4096-wide norms, all 2 bytes.
+  Dense x("llama-3.1-8b", "bf16", "rtx-4090", "llamacpp");
+  x.s.offload = parse_offload("layers:8");
+  const hwdb::Device& host = catalog().devices.get("epyc-9654");
+  const double layer_bytes = 218103808.0 * 2 + 2 * 4096 * 2, host_bytes = 8 * layer_bytes;
+  ServingRequest rq;
+  rq.concurrency = 1;
+  rq.input_tokens = 512;
+  rq.decode_context = 0;  // no KV: the step is the weights alone
+  const ServingTerms t = serving_terms(x.s, rq, std::nullopt, &host);
+  // Batch 1 is bandwidth-bound on both sides: 8 layers over the host's 460.8 GB/s ...
+  EXPECT_NEAR(t.host_step_s, host_bytes / 460.8e9, 1e-6 * t.host_step_s);
+  // ... and everything else but the embedding (a gather) on the GPU.
+  const double all_bytes = 2.0 * (8030261248.0 - 128256.0 * 4096);
+  EXPECT_NEAR(t.dec.weight_bytes, all_bytes - host_bytes, 1e-6 * all_bytes);
+  EXPECT_DOUBLE_EQ(t.step.roofline_s, t.dec.seconds + t.host_step_s);
+  // KV splits with the layers: at 4096 positions the host side reads 8/32 of the f16 cache
+  // (8 KV heads x 128 x 2 (K, V) x 2 bytes per layer and position).
+  rq.decode_context = 4096;
+  const ServingTerms k = serving_terms(x.s, rq, std::nullopt, &host);
+  EXPECT_NEAR(k.dec.kv_bytes, 24 * 4096 * 8 * 128 * 2 * 2.0, 1.0);
+  // Prefill: llama.cpp multiplies the 512-token micro-batch on the GPU and copies the host's
+  // layers over PCIe 4.0 x16 (16 GT/s x 16 lanes x 128/130 / 8 = 31.51 GB/s) once.
+  ASSERT_TRUE(t.host_prefill_on_gpu);
+  StepShape hshape;
+  hshape.first_layer = 24;
+  const PhaseCost g = prefill(x.s, perf_params(x.s), 512, 0, hshape);
+  EXPECT_NEAR(g.weight_bytes, host_bytes, 1e-6 * host_bytes);
+  const double copy = host_bytes / (16e9 * 16 * 128 / 130 / 8);
+  EXPECT_NEAR(t.prefill.roofline_s, t.pre.seconds + g.seconds + copy, 1e-9);
+  // 530 tokens: a second micro-batch of 18 tokens, under the 32-token threshold, stays on the CPU.
+  rq.input_tokens = 530;
+  const ServingTerms u = serving_terms(x.s, rq, std::nullopt, &host);
+  FitSetup hs = x.s;
+  hs.device = &host;
+  hs.parallel = ParallelPlan{};
+  const double cpu18 = prefill(hs, PerfParams{}, 18, 512, hshape).seconds;
+  EXPECT_NEAR(u.prefill.roofline_s, u.pre.seconds + g.seconds + copy + cpu18, 1e-9);
+  // A framework without op offload (ktransformers) computes the host's share on the CPU.
+  x.s.framework = &catalog().frameworks.get("ktransformers");
+  rq.input_tokens = 512;
+  const ServingTerms v = serving_terms(x.s, rq, std::nullopt, &host);
+  EXPECT_FALSE(v.host_prefill_on_gpu);
+  EXPECT_NEAR(v.prefill.roofline_s, v.pre.seconds + prefill(hs, PerfParams{}, 512, 0, hshape).seconds, 1e-9);
+}
+
 TEST(Serving, MetricsMapToTheirIntervals) {
   V32 x("fp8", "h200-sxm", "tp8", 8);
   const auto link = link_model(*x.s.device, 8, catalog().links);

@@ -36,6 +36,10 @@ struct FrameworkCompute {
   // 16-bit GEMMs accumulate in FP16 (cuBLAS CUBLAS_COMPUTE_16F): on GPUs whose record has an
   // `fp16_acc16` rate (GeForce), that rate is the peak.
   bool fp16_accumulate = false;
+  // Batches of at least this many tokens whose weights sit in host RAM are multiplied on the GPU,
+  // the weights copied over PCIe for every micro-batch (llama.cpp's op offload); 0: the host CPU
+  // computes them.
+  std::int64_t offload_min_batch = 0;
 };
 
 struct Framework {

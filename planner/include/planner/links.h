@@ -32,6 +32,10 @@ struct LinkModel {
   std::optional<double> latency_s;  // nullopt: no published figure for this fabric
   std::string fabric;
 };
+// Per-direction bandwidth of a PCIe x16 link of generation `gen` (3 and later) in GB/s: 8, 16, 32,
+// 64 GT/s per lane for gen 3-6 (PCI-SIG), 128b/130b coding.
+double pcie_x16_gbps(int gen);
+
 // Inside a node: the scale-up fabric; beyond it: the NIC ("infiniband"); else PCIe x16 from its
 // generation. nullopt when the record gives no bandwidth for a `count`-device split.
 std::optional<LinkModel> link_model(const hwdb::Device& d, std::int64_t count, const LinkDb& links);

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <string>
 
@@ -56,13 +57,19 @@ enum class WeightPart { kAll, kExceptRoutedExperts, kRoutedExpertsOnly };
 struct StepShape {
   std::int64_t tokens_per_sequence = 1;  // MTP verification: the token and its draft, one KV read
   WeightPart part = WeightPart::kAll;    // kRoutedExpertsOnly has no attention and no KV
+  // Layers [first_layer, end_layer) with their weights, KV and attention: a layer split between
+  // GPU and CPU (--offload layers:N) prices each side's layers on its device. Tensors outside the
+  // layers (LM head, final norm, MTP module) belong to the side that starts at layer 0.
+  std::int64_t first_layer = 0;
+  std::int64_t end_layer = std::numeric_limits<std::int64_t>::max();
 };
 
 // One decode step for `batch` sequences at `context_tokens` positions each, on the busiest DP rank.
 PhaseCost decode_step(const FitSetup& s, const PerfParams& p, std::int64_t batch, std::int64_t context_tokens,
                       const StepShape& shape = {});
-// Prefill of `tokens` new tokens (one sequence, after `context_tokens` already cached).
+// Prefill of `tokens` new tokens (one sequence, after `context_tokens` already cached);
+// `shape.tokens_per_sequence` is not used.
 PhaseCost prefill(const FitSetup& s, const PerfParams& p, std::int64_t tokens, std::int64_t context_tokens,
-                  WeightPart part = WeightPart::kAll);
+                  const StepShape& shape = {});
 
 }  // namespace deepfit::planner

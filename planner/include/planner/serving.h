@@ -41,9 +41,11 @@ struct ServingTerms {
   PhaseCost dec, pre;          // the accelerator's roofline detail
   double comm_step_s = 0, comm_prefill_s = 0;  // link time (inside fixed_s)
   double host_step_s = 0;                      // hybrid: routed experts on the host CPU (inside roofline_s)
+  bool host_prefill_on_gpu = false;            // hybrid prefill: host weights copied to the GPU per micro-batch
 };
 
-// `host`: the CPU computing the routed experts of a hybrid run (nullptr: none). `link`: required
+// `host`: the CPU of a hybrid run (nullptr: none), computing from host RAM either the routed
+// experts, or with s.offload layers:N the last N layers and their KV (llama.cpp's -ngl split). `link`: required
 // when s.count > 1. `same_prefill`: terms of the same setup and prompt at another concurrency,
 // whose prefill is reused (it does not depend on the concurrency; a sweep prices it once).
 ServingTerms serving_terms(const FitSetup& s, const ServingRequest& rq, const std::optional<LinkModel>& link,
