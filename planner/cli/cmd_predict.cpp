@@ -12,7 +12,7 @@ namespace deepfit::cli {
 Command add_predict_command(CLI::App& root) {
   struct Args {
     std::string model, count = "1", quant, kv_dtype, concurrency = "1,8,64", framework, parallel, offload = "none", format = "table";
-    std::string input, output, context, workload, host_device;
+    std::string input, output, context, workload, host_device, host_calibration;
     bool mtp = false;
     double mtp_acceptance = 0.85;
     std::optional<double> usd_per_kwh;
@@ -34,6 +34,8 @@ Command add_predict_command(CLI::App& root) {
   app->add_option("--parallel", a->parallel, "split, e.g. tp8, tp8ep8, tp1ep8dp8");
   app->add_option("--offload", a->offload, "none, experts (routed experts in host RAM) or layers:N (the last N layers in host RAM), computed by --host-device");
   app->add_option("--host-device", a->host_device, "the CPU of a hybrid run (a device id, or host for this machine's probe)");
+  app->add_option("--host-calibration", a->host_calibration,
+                  "with --device host --framework deepfit: price decode with this host's fit (deepfit validate --write-calibration FILE)");
   app->add_flag("--mtp", a->mtp, "MTP speculative decoding: load the MTP module, one draft token per step");
   app->add_option("--mtp-acceptance", a->mtp_acceptance, "acceptance rate of the draft token (default 0.85; DeepSeek reports 0.85-0.90)");
   app->add_option("--usd-per-kwh", a->usd_per_kwh, "electricity price: adds the energy cost per million output tokens at TDP");
@@ -82,6 +84,11 @@ Command add_predict_command(CLI::App& root) {
               so.host = &*host;
             }
             const planner::CalibrationDb cal = planner::CalibrationDb::load(cat.root() + "/data/calibration.json");
+            std::optional<planner::HostCalibration> hc;
+            if (!a->host_calibration.empty()) {
+              hc = planner::HostCalibration::load(a->host_calibration);
+              so.host_calibration = &*hc;
+            }
             std::vector<planner::FitRecord> records;
             if (a->context.empty()) {
               records = planner::plan_predict(cat, cal, opt, so, *device);

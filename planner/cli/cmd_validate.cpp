@@ -57,8 +57,6 @@ void emit_validation(const planner::Validation& v, reports::Format f) {
 
 template <class Args>
 int run_host_validation(const Args& a, const planner::Catalog& cat, reports::Format f) {
-  if (!a.write_calibration.empty())
-    throw InputError("--write-calibration: only with --reference (the host fit is for this machine; predict reads published fits)");
   planner::HostValidationOptions opt;
   if (!a.model.empty()) opt.model = a.model;
   if (!a.layers.empty()) opt.layers = parse_tokens(a.layers, "--layers", 0, 4096);
@@ -79,6 +77,8 @@ int run_host_validation(const Args& a, const planner::Catalog& cat, reports::For
   });
   progress.finish();
   if (!a.html.empty()) write_html(a.html, {"deepfit validate: host decode loop", {}, {{"host", planner::validation_to_json(v)}}});
+  if (!a.write_calibration.empty())
+    write_file_atomically(a.write_calibration, planner::host_calibration_to_json(v, host, opt).dump(1) + "\n");
   emit_validation(v, f);
   return 0;
 }
@@ -104,7 +104,7 @@ Command add_validate_command(CLI::App& root) {
   app->add_option("--steps", a->steps, "host mode: timed steps per point (default 8)");
   app->add_option("--threads", a->threads, "host mode: threads (default: one per core)")->check(CLI::Range(1, 1024));
   app->add_option("--format", a->format, "table, json, md, csv");
-  app->add_option("--write-calibration", a->write_calibration, "write the fitted groups (what predict uses), e.g. data/calibration.json");
+  app->add_option("--write-calibration", a->write_calibration, "write the fit: with --reference the published groups (data/calibration.json); without, this host's (predict --host-calibration)");
   app->add_option("--html", a->html, "also write an HTML report with the predicted-vs-measured chart");
   return {app, [a]() {
             const reports::Format f = reports::parse_format(a->format);

@@ -109,6 +109,18 @@ std::optional<std::pair<std::string, double>> compute_peak(const hwdb::Device& d
   return pick("fp32", pk.fp32);
 }
 
+std::array<double, 3> loop_terms(const PhaseCost& c, const hwdb::Device& d, const std::string& matrix_format) {
+  const auto peak = compute_peak(d, matrix_format);
+  if (!peak) throw InputError(d.id + ": the record has no compute peak for " + matrix_format);
+  return {c.weight_bytes / (d.memory_bandwidth_gbps * 1e9), (c.flops - c.attention_flops) / (peak->second * 1e12), c.attention_seconds};
+}
+
+std::string matrix_format(const StoredModel& st) {
+  for (const auto& t : st.tensors)
+    if (t.tensor.role == TensorRole::kRoutedExpert || t.tensor.role == TensorRole::kDenseFfn) return t.format;
+  return "bf16";
+}
+
 PhaseCost decode_step(const FitSetup& s, const PerfParams& p, std::int64_t batch, std::int64_t context_tokens, const StepShape& shape) {
   DEEPFIT_ASSERT(s.device && batch >= 1 && context_tokens >= 0 && shape.tokens_per_sequence >= 1, "decode_step needs a device and a batch");
   const ModelSpec& m = *s.model;

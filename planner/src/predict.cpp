@@ -37,6 +37,31 @@ CalibrationDb CalibrationDb::load(const std::string& path) {
   return db;
 }
 
+HostCalibration HostCalibration::load(const std::string& path) {
+  Json j = hwdb::parse_json_file(path);
+  JsonWhere w{path, ""};
+  hwdb::require_object(j, w);
+  if (!j.contains("kind") || j.at("kind") != "host_decode_loop")
+    hwdb::json_fail(w / "kind", "expected \"host_decode_loop\" (a file written by `deepfit validate --write-calibration` without --reference)");
+  hwdb::check_keys(j, w, {"_comment", "kind", "host_id", "cpu", "model", "layers", "experts", "quant", "matrix_format", "kv_cache",
+                          "points", "efficiency", "loo_median_abs_error_pct", "p90_abs_error_pct"});
+  HostCalibration c;
+  c.host_id = hwdb::get_string(j, w, "host_id");
+  c.cpu = hwdb::get_string(j, w, "cpu");
+  c.matrix_format = hwdb::get_string(j, w, "matrix_format");
+  const Json& e = hwdb::required(j, w, "efficiency");
+  JsonWhere ew = w / "efficiency";
+  hwdb::check_keys(e, ew, {"weight_bytes", "weight_flops", "attention"});
+  c.weight_bytes = hwdb::get_number(e, ew, "weight_bytes", 0, 1e4, "(factor)");
+  c.weight_flops = hwdb::get_number(e, ew, "weight_flops", 0, 1e4, "(factor)");
+  c.attention = hwdb::get_number(e, ew, "attention", 0, 1e4, "(factor)");
+  const Json& pts = hwdb::required(j, w, "points");
+  if (!pts.is_array() || pts.empty()) hwdb::json_fail(w / "points", "expected a non-empty array of the points it was fitted on");
+  c.points = pts.size();
+  c.loo_median_abs_error_pct = hwdb::get_number(j, w, "loo_median_abs_error_pct", 0, 1e6, "%");
+  return c;
+}
+
 std::optional<CalibrationGroup> CalibrationDb::find(const std::string& framework, const std::string& metric,
                                                     const std::string& kind, std::string* key) const {
   for (const std::string& k : {framework + "/" + metric + "/" + kind, framework + "/" + metric}) {
@@ -54,11 +79,20 @@ void predict_speed(const Catalog& cat, const CalibrationDb& cal, FitRecord& rec,
   const hwdb::Device& d = *s.device;
   std::string dec_key, pre_key;
   const std::string kind = hwdb::to_string(d.kind);
-  const auto dec_cal = cal.find(rec.framework, "decode_tok_s_per_user", kind, &dec_key);
-  const auto pre_cal = cal.find(rec.framework, "prefill_tok_s_total", kind, &pre_key);
+  const HostCalibration* hc = so.host_calibration;
+  // The host loop's fit stands in for the published groups (it prices the step itself).
+  const auto dec_cal = hc ? std::nullopt : cal.find(rec.framework, "decode_tok_s_per_user", kind, &dec_key);
+  const auto pre_cal = hc ? std::nullopt : cal.find(rec.framework, "prefill_tok_s_total", kind, &pre_key);
   const double a_d = dec_cal ? dec_cal->roofline_factor : 1.0, o_d = dec_cal ? dec_cal->per_layer_overhead_s : 0.0;
   const double a_p = pre_cal ? pre_cal->roofline_factor : 1.0, o_p = pre_cal ? pre_cal->per_layer_overhead_s : 0.0;
   const std::optional<LinkModel> link = s.count > 1 ? link_model(d, s.count, cat.links) : std::nullopt;
+  if (hc) {
+    if (d.kind != hwdb::DeviceKind::kCpu) throw InputError("--host-calibration: it calibrates a CPU's decode loop; " + d.id + " is not a CPU");
+    if (d.id != hc->host_id)
+      throw InputError("--host-calibration: fitted on '" + hc->host_id + "', not on --device " + d.id + " (use --device host)");
+    if (rec.framework != "deepfit") throw InputError("--host-calibration: it is the fit of deepfit's own decode loop; pass --framework deepfit");
+    if (s.offload.kind != Offload::Kind::kNone) throw InputError("--host-calibration: no offload on a CPU-only run");
+  }
   std::optional<ServingTerms> first;  // the prompt's prefill does not depend on the concurrency: price it once
   for (auto& r : rec.results) {
     Speed sp;
@@ -84,8 +118,13 @@ void predict_speed(const Catalog& cat, const CalibrationDb& cal, FitRecord& rec,
     rq.output_tokens = so.output_tokens;
     rq.decode_context = so.decode_context;
     rq.mtp_acceptance = so.mtp_acceptance;
-    const ServingTerms t = serving_terms(s, rq, link, so.host, first ? &*first : nullptr);
+    ServingTerms t = serving_terms(s, rq, link, so.host, first ? &*first : nullptr);
     if (!first) first = t;
+    if (hc) {
+      // The host loop's fit replaces the decode step; prefill keeps the record's roofline.
+      const auto x = loop_terms(t.dec, d, matrix_format(*s.stored));
+      t.step = TimeTerms{hc->weight_bytes * x[0] + hc->weight_flops * x[1] + hc->attention * x[2], 0, 0};
+    }
     const double tpot = tpot_terms(t, rq).at(a_d, o_d), cycle = cycle_terms(t, rq).at(a_d, o_d);
     const double t_pre = t.prefill.at(a_p, o_p);
     sp.tpot_ms = tpot * 1e3;
@@ -118,14 +157,22 @@ void predict_speed(const Catalog& cat, const CalibrationDb& cal, FitRecord& rec,
                     : t.comm_step_s > busy              ? "communication"
                     : t.dec.bottleneck == "memory"      ? "memory bandwidth"
                                                         : "compute";
-    if (dec_cal) {
+    if (hc) {
+      sp.basis = "host decode loop on " + hc->cpu + ": weight bytes x " + std::to_string(hc->weight_bytes).substr(0, 4) +
+                 " + weight FLOPs x " + std::to_string(hc->weight_flops).substr(0, 4) + " + attention x " +
+                 std::to_string(hc->attention).substr(0, 4) + ", fitted on " + std::to_string(hc->points) + " measured points";
+      sp.expected_error_pct = hc->loo_median_abs_error_pct;
+      if (matrix_format(*s.stored) != hc->matrix_format)
+        r.notes.push_back("host calibration: fitted with " + hc->matrix_format + " matrices, applied to " + matrix_format(*s.stored));
+      r.notes.push_back("prefill/TTFT: the host record's roofline (the host loop measures decode only)");
+    } else if (dec_cal) {
       sp.basis = "roofline calibrated on " + std::to_string(dec_cal->rows) + " published measurements (" + dec_key + ")";
       sp.expected_error_pct = dec_cal->loo_median_abs_error_pct;
     } else {
       sp.basis = "datasheet roofline only: no published measurements of " + rec.framework + " on " + kind + " devices";
       r.notes.push_back("expected_error_pct is null: no held-out check exists for this framework and device class");
     }
-    if (!pre_cal) r.notes.push_back("prefill/TTFT: datasheet roofline only (no calibration group)");
+    if (!pre_cal && !hc) r.notes.push_back("prefill/TTFT: datasheet roofline only (no calibration group)");
     r.notes.push_back(sp.served_concurrency > s.parallel.dp
                           ? "TTFT includes the expected wait for other users' prompts (M/D/1 approximation of a closed loop); TPOT includes the prefill share of continuous batching"
                           : "TTFT: one user per rank, no prompt waits; TPOT includes the prefill share of continuous batching");

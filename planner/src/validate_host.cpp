@@ -35,13 +35,6 @@ Scheme host_loop_scheme(const std::string& quant) {
 
 namespace {
 
-// The format of the matrices (the scheme's matrix format, the one the loop multiplies through).
-std::string stored_matrix_format(const StoredModel& st) {
-  for (const auto& t : st.tensors)
-    if (t.tensor.role == TensorRole::kRoutedExpert || t.tensor.role == TensorRole::kDenseFfn) return t.format;
-  return "bf16";
-}
-
 std::string point_id(const HostPoint& p) {
   return "host:batch" + std::to_string(p.batch) + ":ctx" + std::to_string(p.context);
 }
@@ -191,11 +184,8 @@ struct HostSetup {
     s.device = &host;
     const PhaseCost c = decode_step(s, PerfParams{}, p.batch, p.context);
     s.device = nullptr;
-    const auto peak = compute_peak(host, stored_matrix_format(stored));
-    if (!peak) throw InputError("validate: the host record has no compute peak for " + scheme.matrix_format + " (run deepfit probe --refresh)");
     HostTerms t;
-    t.x = {c.weight_bytes / (host.memory_bandwidth_gbps * 1e9), (c.flops - c.attention_flops) / (peak->second * 1e12),
-           c.attention_seconds};
+    t.x = loop_terms(c, host, matrix_format(stored));
     t.bottleneck = c.bottleneck;
     return t;
   }
@@ -283,6 +273,30 @@ Validation validate_host_measurements(const Catalog& cat, const hwdb::Device& ho
   g.loo_median_abs_error_pct = v.summary.median_abs_error_pct;
   v.fitted.push_back({"deepfit/decode/host", g});
   return v;
+}
+
+nlohmann::json host_calibration_to_json(const Validation& v, const hwdb::Device& host, const HostValidationOptions& opt) {
+  const Validation::GroupFit* g = nullptr;
+  for (const auto& [k, f] : v.fitted)
+    if (k == "deepfit/decode/host") g = &f;
+  DEEPFIT_ASSERT(g && g->compute_factor && g->attention_factor, "no host fit to write");
+  return nlohmann::json{
+      {"_comment", "written by `deepfit validate --write-calibration` (host mode); `deepfit predict --device host --framework deepfit "
+                   "--host-calibration FILE` prices decode steps with it: weight_bytes x bytes / bandwidth + weight_flops x "
+                   "FLOPs / peak + attention x attention roofline, on the probe record host_id"},
+      {"kind", "host_decode_loop"},
+      {"host_id", host.id},
+      {"cpu", host.name},
+      {"model", opt.model},
+      {"layers", opt.layers},
+      {"experts", opt.experts},
+      {"quant", opt.quant},
+      {"matrix_format", host_loop_scheme(opt.quant).matrix_format},
+      {"kv_cache", opt.kv_cache},
+      {"points", g->ids},
+      {"efficiency", {{"weight_bytes", g->roofline_factor}, {"weight_flops", *g->compute_factor}, {"attention", *g->attention_factor}}},
+      {"loo_median_abs_error_pct", v.summary.median_abs_error_pct},
+      {"p90_abs_error_pct", v.summary.p90_abs_error_pct}};
 }
 
 Validation validate_host(const Catalog& cat, const hwdb::Device& host, const HostValidationOptions& opt, ThreadPool& pool,

@@ -188,7 +188,7 @@ deepfit_cli_case(bench_decode_bad_experts 2 ARGS bench decode --model ${TINY_V32
 # validate without --reference: the host decode loop on the tiny model at six points, against the
 # planner's prediction on the probe's record (written by cli.probe_json under the build tree).
 deepfit_cli_case(validate_host_json 0 ARGS validate --model ${TINY_V32} --layers 0 --experts 0 --steps 2
-                 --points 1x8,1x200,4x64,8x8,3x100,2x400 --format json
+                 --points 1x8,1x200,4x64,8x8,3x100,2x400 --format json --write-calibration ${CMAKE_CURRENT_BINARY_DIR}/host-calibration.json
                  STDOUT "\"id\": \"host:batch4:ctx64\"" "\"median_abs_error_pct\"" "\"attention_factor\"" "\"skipped\": []")
 set_tests_properties(cli.validate_host_json PROPERTIES DEPENDS cli.probe_json
                      ENVIRONMENT "DEEPFIT_HOME=${PROJECT_SOURCE_DIR};XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache")
@@ -196,7 +196,17 @@ deepfit_cli_case(validate_host_too_few 2 ARGS validate --model ${TINY_V32} --poi
 deepfit_cli_case(validate_host_bad_point 2 ARGS validate --points 1x8,2y8 STDERR "--points: '2y8' has no 'x'" EMPTY)
 deepfit_cli_case(validate_host_flag_with_reference 2 ARGS validate --reference ${DEEPFIT_FIXTURES}/x.jsonl --points 1x8
                  STDERR "are for the host mode" EMPTY)
-deepfit_cli_case(validate_host_no_calibration 2 ARGS validate --write-calibration /tmp/x.json STDERR "--write-calibration: only with --reference" EMPTY)
+# predict on this host with the fit validate just wrote; the wrong file or device is refused.
+deepfit_cli_case(predict_host_calibrated 0 ARGS predict --model ${TINY_V32} --quant q8_0 --device host --framework deepfit
+                 --host-calibration ${CMAKE_CURRENT_BINARY_DIR}/host-calibration.json --concurrency 1,4 --input 64 --output 16 --format json
+                 STDOUT "host decode loop on" "\"expected_error_pct\"" "fitted with q4_k matrices, applied to q8_0")
+set_tests_properties(cli.predict_host_calibrated PROPERTIES DEPENDS cli.validate_host_json
+                     ENVIRONMENT "DEEPFIT_HOME=${PROJECT_SOURCE_DIR};XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache")
+deepfit_cli_case(predict_host_calibration_wrong_file 2 ARGS predict --model ${TINY_V32} --device h100-sxm
+                 --host-calibration ${PROJECT_SOURCE_DIR}/data/calibration.json STDERR "/kind: expected \"host_decode_loop\"" EMPTY)
+deepfit_cli_case(predict_host_calibration_not_cpu 2 ARGS predict --model ${TINY_V32} --device h100-sxm --framework deepfit
+                 --host-calibration ${CMAKE_CURRENT_BINARY_DIR}/host-calibration.json STDERR "h100-sxm is not a CPU" EMPTY)
+set_tests_properties(cli.predict_host_calibration_not_cpu PROPERTIES DEPENDS cli.validate_host_json)
 
 # --- deepfit report (issue #6): the HTML report from result documents, bad documents refused ---
 deepfit_cli_case(report_bad_doc 2 ARGS report --html ${CMAKE_CURRENT_BINARY_DIR}/never.html --from ${DEEPFIT_FIXTURES}/models/tiny-deepseek-v32.json

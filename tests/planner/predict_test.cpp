@@ -110,6 +110,54 @@ TEST(Calibration, ShippedFileMatchesTheShippedReference) {
   }
 }
 
+TEST(Predict, HostCalibrationPricesTheDecodeStepWithItsThreeFactors) {
+  // The host fit prices any model on the CPU record it was fitted on. A fit of
+  // bytes x 2, FLOPs x 3, attention x 0.5 on an EPYC 9654 record; at one user and context 0
+  // TPOT is the step alone: 2 x weight bytes / 460.8 GB/s + 3 x weight FLOPs / peak.
+  HostCalibration hc;
+  hc.weight_bytes = 2;
+  hc.weight_flops = 3;
+  hc.attention = 0.5;
+  hc.host_id = "epyc-9654";
+  hc.cpu = "test";
+  hc.matrix_format = "q8_0";
+  hc.points = 7;
+  hc.loo_median_abs_error_pct = 6.1;
+  FitOptions o;
+  o.model = "llama-3.1-8b";
+  o.quants = {"q8_0"};
+  o.framework = "deepfit";
+  o.concurrency = {1};
+  ServingOptions so;
+  so.input_tokens = 1;
+  so.output_tokens = 1;
+  so.decode_context = 0;
+  so.host_calibration = &hc;
+  const hwdb::Device& d = catalog().devices.get("epyc-9654");
+  const FitRecord r = plan_predict(catalog(), calibration(), o, so, d).front();
+  ASSERT_TRUE(r.results.at(0).speed && r.results.at(0).speed->tpot_ms);
+  // Q8_0: 34 bytes per 32 weights; every matrix but the embedding, 2 FLOPs per weight.
+  const double weights = 8030261248.0 - 128256.0 * 4096 - (32 * 2 + 1) * 4096.0;  // matrices only (norms are vectors)
+  const double bytes_s = weights * 34.0 / 32.0 / 460.8e9;
+  const double flops_s = 2.0 * weights / (*compute_peak(d, "q8_0")).second / 1e12;
+  EXPECT_NEAR(*r.results[0].speed->tpot_ms, (2 * bytes_s + 3 * flops_s) * 1e3, 1e-3 * *r.results[0].speed->tpot_ms);
+  EXPECT_EQ(r.results[0].speed->expected_error_pct, 6.1);
+  EXPECT_THAT(r.results[0].speed->basis, testing::HasSubstr("host decode loop on test"));
+  // Only on the record it was fitted on, and only for deepfit's own loop.
+  o.framework = "llamacpp";
+  EXPECT_THAT([&] { plan_predict(catalog(), calibration(), o, so, d); },
+              testing::ThrowsMessage<InputError>(testing::HasSubstr("pass --framework deepfit")));
+  o.framework = "deepfit";
+  EXPECT_THAT([&] { plan_predict(catalog(), calibration(), o, so, catalog().devices.get("epyc-9755")); },
+              testing::ThrowsMessage<InputError>(testing::HasSubstr("fitted on 'epyc-9654'")));
+}
+
+TEST(Calibration, HostCalibrationLoaderIsStrict) {
+  const std::string dir = std::string(DEEPFIT_SOURCE_DIR) + "/data/calibration.json";
+  EXPECT_THAT([&] { HostCalibration::load(dir); },
+              testing::ThrowsMessage<InputError>(testing::HasSubstr("/kind: expected \"host_decode_loop\"")));
+}
+
 TEST(Calibration, StrictLoader) {
   EXPECT_THAT([] { CalibrationDb::load(std::string(DEEPFIT_SOURCE_DIR) + "/tests/fixtures/reference/calibration_bad.json"); },
               testing::ThrowsMessage<InputError>(testing::HasSubstr("unknown key 'factor'")));

@@ -4,6 +4,7 @@
 // quantization, sharding and MoE expert reuse of `fit` apply unchanged.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <limits>
 #include <optional>
@@ -67,6 +68,13 @@ struct StepShape {
 // One decode step for `batch` sequences at `context_tokens` positions each, on the busiest DP rank.
 PhaseCost decode_step(const FitSetup& s, const PerfParams& p, std::int64_t batch, std::int64_t context_tokens,
                       const StepShape& shape = {});
+// A step's three times as the host decode loop's calibration prices them: weight bytes over the
+// device's bandwidth, weight FLOPs over its peak for `matrix_format`, and attention's roofline.
+// InputError when the record has no peak for the format.
+std::array<double, 3> loop_terms(const PhaseCost& c, const hwdb::Device& d, const std::string& matrix_format);
+// The format of the matrices a stored model multiplies through (its FFN/expert weights).
+std::string matrix_format(const StoredModel& st);
+
 // Prefill of `tokens` new tokens (one sequence, after `context_tokens` already cached);
 // `shape.tokens_per_sequence` is not used.
 PhaseCost prefill(const FitSetup& s, const PerfParams& p, std::int64_t tokens, std::int64_t context_tokens,

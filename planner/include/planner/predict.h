@@ -34,6 +34,18 @@ class CalibrationDb {
   std::map<std::string, CalibrationGroup> groups_;
 };
 
+// This machine's decode efficiencies, fitted by `deepfit validate --write-calibration FILE`
+// without --reference on the host decode loop: a decode step takes
+//   weight_bytes x bytes / bandwidth + weight_flops x FLOPs / peak + attention x attention roofline
+// (loop_terms in perf_model.h), on the probe's record of this host.
+struct HostCalibration {
+  double weight_bytes = 1, weight_flops = 1, attention = 1;
+  std::string host_id, cpu, matrix_format;  // the record it was fitted on and the loop's format
+  std::size_t points = 0;
+  double loo_median_abs_error_pct = 0;
+  static HostCalibration load(const std::string& path);  // strict; InputError with the JSON path
+};
+
 struct ServingOptions {
   std::int64_t input_tokens = 1024;
   std::int64_t output_tokens = 256;
@@ -43,6 +55,8 @@ struct ServingOptions {
   std::optional<double> mtp_acceptance;    // MTP speculative decoding (one draft token)
   std::optional<double> usd_per_kwh;       // energy cost at TDP
   const hwdb::Device* host = nullptr;      // hybrid CPU+GPU: the CPU computing the routed experts
+  // Decode on this host priced with the host loop's fit (--device host --framework deepfit).
+  const HostCalibration* host_calibration = nullptr;
 };
 
 // Fills the speed fields of each result of `rec` (computed by plan_fit with a device).

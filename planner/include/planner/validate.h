@@ -110,6 +110,9 @@ std::array<double, 3> host_point_terms(const Catalog& cat, const hwdb::Device& h
 // The pure part: planner predictions for measured points, fitted leave-one-out.
 Validation validate_host_measurements(const Catalog& cat, const hwdb::Device& host, const HostValidationOptions& opt,
                                       const std::vector<HostMeasurement>& measured);
+// The fit on all points of a host validation as the file `predict --host-calibration` reads
+// (HostCalibration in predict.h).
+nlohmann::json host_calibration_to_json(const Validation& v, const hwdb::Device& host, const HostValidationOptions& opt);
 // Runs the loop at every point on `pool` (progress(done, total, id) before each), then the above.
 Validation validate_host(const Catalog& cat, const hwdb::Device& host, const HostValidationOptions& opt, ThreadPool& pool,
                          const std::function<void(std::size_t, std::size_t, const std::string&)>& progress = {});
