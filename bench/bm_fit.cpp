@@ -7,6 +7,7 @@
 #include "planner/catalog.h"
 #include "planner/compare.h"
 #include "planner/fit.h"
+#include "planner/predict.h"
 
 namespace {
 
@@ -87,6 +88,33 @@ void BM_compare_sweep(benchmark::State& state) {
   if (rows == 0) state.SkipWithError("compare produced no rows");
 }
 BENCHMARK(BM_compare_sweep)->Name("BM_compare/all_devices/model:deepseek-v3.2")->Unit(benchmark::kMillisecond);
+
+// One `deepfit predict` after the catalog is loaded: DeepSeek-V3.2 on 8 x H200 with attention
+// data parallelism, three concurrency levels (issue #5's target: under 1 ms), in its released fp8
+// and as a GGUF (whose per-tensor type rules cost more to resolve).
+void BM_predict_one(benchmark::State& state, const char* quant) {
+  const Catalog& cat = catalog();
+  const CalibrationDb cal = CalibrationDb::load(cat.root() + "/data/calibration.json");
+  FitOptions o;
+  o.model = "deepseek-v3.2";
+  o.quants = {quant};
+  o.count = "8";
+  o.parallel = "tp1ep8dp8";
+  o.concurrency = {1, 8, 64};
+  ServingOptions so;
+  so.input_tokens = 2000;
+  so.output_tokens = 1000;
+  const hwdb::Device& d = cat.devices.get("h200-sxm");
+  std::size_t results = 0;
+  for (auto _ : state) {
+    const std::vector<FitRecord> r = plan_predict(cat, cal, o, so, d);
+    results += r.front().results.size();
+    benchmark::DoNotOptimize(results);
+  }
+  if (results == 0) state.SkipWithError("predict produced no results");
+}
+BENCHMARK_CAPTURE(BM_predict_one, fp8, "fp8")->Name("BM_predict/fp8/config:h200x8_dp8")->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_predict_one, q4_k_m, "q4_k_m")->Name("BM_predict/q4_k_m/config:h200x8_dp8")->Unit(benchmark::kMicrosecond);
 
 void BM_catalog_load(benchmark::State& state) {
   for (auto _ : state) {

@@ -91,34 +91,28 @@ float fp8_e4m3_to_fp32(std::uint8_t v) {
 }
 
 std::uint8_t fp32_to_fp8_e4m3(float f) {
-  const std::uint8_t sign = std::signbit(f) ? 0x80u : 0x00u;
-  if (std::isnan(f)) return static_cast<std::uint8_t>(sign | 0x7Fu);
-  const float a = std::fabs(f);
-  // 464 is halfway between 448 and 480 (the next step were the format to continue): from there on
-  // round-to-nearest would leave the format, so it saturates.
-  if (a >= 464.0f) return static_cast<std::uint8_t>(sign | 0x7Eu);
-  // Round-half-even of a non-negative value that is exact in fp32 (a power-of-two scaling of a),
-  // written out so that the FPU rounding mode plays no part.
-  const auto round_half_even = [](float x) {
-    const float lower = std::floor(x);
-    const float diff = x - lower;
-    const bool odd = std::fmod(lower, 2.0f) != 0.0f;
-    return static_cast<unsigned>(lower) + ((diff > 0.5f || (diff == 0.5f && odd)) ? 1u : 0u);
-  };
-  constexpr float kMinNormal = 0x1p-6f;
-  if (a < kMinNormal) {
-    // Subnormal spacing is 2^-9; a result of 8 is the smallest normal, whose code is also 8.
-    return static_cast<std::uint8_t>(sign | round_half_even(std::ldexp(a, 9)));
+  // On the float's bits, so that it is cheap (the DSA indexer encodes 8K values per token and layer)
+  // and no FPU rounding mode plays a part.
+  std::uint32_t bits = std::bit_cast<std::uint32_t>(f);
+  const auto sign = static_cast<std::uint8_t>((bits >> 24) & 0x80u);
+  bits &= 0x7FFFFFFFu;
+  if (bits > 0x7F800000u) return static_cast<std::uint8_t>(sign | 0x7Fu);  // NaN
+  // 464 (0x43E80000) is halfway between 448 and 480 (the next step were the format to continue):
+  // from there on round-to-nearest would leave the format, so it saturates (infinity too).
+  if (bits >= 0x43E80000u) return static_cast<std::uint8_t>(sign | 0x7Eu);
+  if (bits < 0x3C800000u) {
+    // Below 2^-6, the smallest normal: subnormal spacing 2^-9. x 512 is exact and in [0, 8); its
+    // integer part and fraction are exact too. A result of 8 is the smallest normal, code 8.
+    const float v = std::bit_cast<float>(bits) * 512.0f;
+    const auto whole = static_cast<std::uint32_t>(v);
+    const float frac = v - static_cast<float>(whole);
+    const bool up = frac > 0.5f || (frac == 0.5f && (whole & 1u) != 0);
+    return static_cast<std::uint8_t>(sign | (whole + (up ? 1u : 0u)));
   }
-  int e2 = 0;
-  (void)std::frexp(a, &e2);  // a = fr * 2^e2, fr in [0.5, 1): the unbiased exponent is e2 - 1
-  int exponent = e2 - 1;
-  unsigned q = round_half_even(std::ldexp(a, 3 - exponent)) - 8u;  // 8 * (a / 2^e - 1)
-  if (q == 8u) {
-    q = 0;
-    ++exponent;
-  }
-  return static_cast<std::uint8_t>(sign | static_cast<unsigned>(exponent + 7) << 3 | q);
+  // Normal: keep 3 of the 23 mantissa bits, rounding the 20 dropped ones half to even; a carry
+  // moves into the exponent. Rebias 127 -> 7: the code is (bits >> 20) - (120 << 3).
+  const std::uint32_t r = bits + 0x7FFFFu + ((bits >> 20) & 1u);
+  return static_cast<std::uint8_t>(sign | ((r >> 20) - (120u << 3)));
 }
 
 // ---- Q4_K scale packing

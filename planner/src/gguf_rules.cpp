@@ -193,9 +193,12 @@ std::string fallback(const std::string& T, std::int64_t row_len, const QuantDb& 
 
 }  // namespace
 
-std::vector<Tensor> gguf_tensor_layout(const ModelSpec& m) {
+std::vector<Tensor> gguf_tensor_layout(const ModelSpec& m) { return gguf_tensor_layout(m, tensor_inventory(m)); }
+
+std::vector<Tensor> gguf_tensor_layout(const ModelSpec& m, std::vector<Tensor> inventory) {
   std::vector<Tensor> out;
-  for (auto& t : tensor_inventory(m)) {
+  out.reserve(inventory.size() + static_cast<std::size_t>(m.num_layers));
+  for (auto& t : inventory) {
     // deepseek2 GGUFs drop the MTP layer; deepseek32 GGUFs keep it (llama.cpp's converter).
     if (t.mtp && m.arch != Arch::kDeepseekV32) continue;
     if (m.mla && t.name.find("attn_kv_b.weight") != std::string::npos) {
@@ -205,7 +208,7 @@ std::vector<Tensor> gguf_tensor_layout(const ModelSpec& m) {
       out.push_back(Tensor{prefix + "attn_v_b.weight", {m.num_heads, m.v_head_dim, m.kv_lora_rank}, t.role, t.layer, t.mtp});
       continue;
     }
-    out.push_back(t);
+    out.push_back(std::move(t));
   }
   // The quantizer visits tensors in the loader's order: names outside blocks first, then by layer,
   // and by name within a layer. The counters in the rules depend on this order.

@@ -12,17 +12,28 @@ namespace {
 
 // Dominant weight format (by bytes) of the matrices a token multiplies.
 std::string dominant_format(const StoredModel& st) {
-  std::map<std::string, double> by;
-  for (const auto& t : st.tensors)
-    if (t.tensor.is_matrix() && t.tensor.role != TensorRole::kEmbedding) by[t.format] += static_cast<double>(t.bytes);
-  std::string best;
+  // A model has a handful of formats and thousands of tensors: a short list, searched from the
+  // format seen last (runs of tensors share one), beats a map.
+  std::vector<std::pair<const std::string*, double>> by;
+  std::size_t last = 0;
+  for (const auto& t : st.tensors) {
+    if (!t.tensor.is_matrix() || t.tensor.role == TensorRole::kEmbedding) continue;
+    if (by.empty() || *by[last].first != t.format) {
+      last = 0;
+      while (last < by.size() && *by[last].first != t.format) ++last;
+      if (last == by.size()) by.emplace_back(&t.format, 0.0);
+    }
+    by[last].second += static_cast<double>(t.bytes);
+  }
+  // The most bytes; ties go to the alphabetically first format, as a map's order gave.
+  const std::string* best = nullptr;
   double most = -1;
   for (const auto& [f, b] : by)
-    if (b > most) {
+    if (b > most || (b == most && *f < *best)) {
       most = b;
       best = f;
     }
-  return best;
+  return best ? *best : std::string();
 }
 
 bool in_part(const Tensor& t, const StepShape& sh) {

@@ -2,6 +2,8 @@
 #include "planner/quant.h"
 
 #include <algorithm>
+#include <map>
+#include <utility>
 
 #include "hwdb/device_db.h"
 #include "hwdb/json_check.h"
@@ -147,33 +149,48 @@ std::int64_t gguf_padded(std::int64_t bytes, std::int64_t alignment) {
 
 StoredModel store_model(const ModelSpec& m, const Scheme& s, const QuantDb& q) {
   StoredModel out;
-  const std::vector<Tensor> inventory = tensor_inventory(m);
+  std::vector<Tensor> inventory = tensor_inventory(m);
   out.params = count_params(m, inventory);
   if (s.is_gguf()) {
     out.gguf = true;
-    std::vector<Tensor> tensors = gguf_tensor_layout(m);
+    std::vector<Tensor> tensors = gguf_tensor_layout(m, std::move(inventory));
     std::vector<std::string> types = gguf_tensor_types(m, tensors, s, q, &out.num_fallbacks);
+    out.tensors.reserve(tensors.size());
     for (std::size_t i = 0; i < tensors.size(); ++i) {
       std::int64_t b = tensor_bytes(tensors[i], q.format(types[i]));
       out.bytes += gguf_padded(b);
-      out.tensors.push_back({tensors[i], types[i], b});
+      out.tensors.push_back({std::move(tensors[i]), std::move(types[i]), b});
     }
     if (m.num_mtp_layers > 0 && m.arch != Arch::kDeepseekV32)
       out.notes.push_back("llama.cpp's converter leaves the MTP layer out of " + std::string(to_string(m.arch)) + " GGUF files");
     return out;
   }
-  for (const auto& t : inventory) {
-    if (t.mtp && !s.include_mtp) continue;
+  // The format of a tensor depends on its role and whether it is a matrix, then on name overrides:
+  // resolve each (role, matrix) pair once (a model has thousands of tensors and a dozen roles).
+  std::map<std::pair<TensorRole, bool>, std::string> by_role;
+  auto role_format = [&](const Tensor& t) -> const std::string& {
+    const auto key = std::make_pair(t.role, t.is_matrix());
+    auto it = by_role.find(key);
+    if (it != by_role.end()) return it->second;
     std::string f = t.is_matrix() ? s.matrix_format : s.vector_format;
     auto role = s.role_formats.find(to_string(t.role));
     if (role != s.role_formats.end() && (t.is_matrix() || t.role == TensorRole::kRoutedExpert)) f = role->second;
     auto mla_role = s.role_formats.find(std::string(to_string(t.role)) + "@mla");
     if (m.mla && mla_role != s.role_formats.end() && t.is_matrix()) f = mla_role->second;
+    return by_role.emplace(key, std::move(f)).first->second;
+  };
+  std::map<std::string, const StorageFormat*> formats;
+  out.tensors.reserve(inventory.size());
+  for (auto& t : inventory) {
+    if (t.mtp && !s.include_mtp) continue;
+    const std::string* f = &role_format(t);
     for (const auto& o : s.tensor_overrides)
-      if (ends_with(t.name, o.suffix)) f = o.format;
-    std::int64_t b = tensor_bytes(t, q.format(f));
+      if (ends_with(t.name, o.suffix)) f = &o.format;
+    const StorageFormat*& sf = formats[*f];
+    if (!sf) sf = &q.format(*f);
+    const std::int64_t b = tensor_bytes(t, *sf);
     out.bytes += b;
-    out.tensors.push_back({t, f, b});
+    out.tensors.push_back({std::move(t), *f, b});
   }
   if (m.num_mtp_layers > 0 && !s.include_mtp)
     out.notes.push_back("this format's checkpoints leave the MTP module out");

@@ -397,6 +397,23 @@ TEST(Fp8E4m3, EncoderRoundsToNearestEvenAndSaturates) {
     if (std::fabs(x) == 0.0f) continue;
     EXPECT_EQ(fp8_e4m3_to_fp32(fp32_to_fp8_e4m3(x)), fp8_e4m3_to_fp32(best)) << x;
   }
+  // The rounding edges: every midpoint between two adjacent finite codes, and the floats just
+  // below and above it, against the same brute force (round-half-even is decided exactly there).
+  for (unsigned v = 0; v < 0x7E; ++v) {
+    const float lo = fp8_e4m3_to_fp32(static_cast<std::uint8_t>(v)), hi = fp8_e4m3_to_fp32(static_cast<std::uint8_t>(v + 1));
+    const float mid = 0.5f * (lo + hi);  // exact: both have at most 4 significant bits
+    for (const float x : {std::nextafter(mid, 0.0f), mid, std::nextafter(mid, INFINITY)}) {
+      const bool to_hi = x > mid || (x == mid && ((v + 1) & 1u) == 0);
+      const std::uint8_t want = static_cast<std::uint8_t>(to_hi ? v + 1 : v);
+      EXPECT_EQ(fp32_to_fp8_e4m3(x), want) << x;
+      EXPECT_EQ(fp32_to_fp8_e4m3(-x), want | 0x80) << -x;
+    }
+  }
+  EXPECT_EQ(fp32_to_fp8_e4m3(std::nextafter(464.0f, 0.0f)), 0x7E);  // just below the saturation point
+  EXPECT_EQ(fp32_to_fp8_e4m3(0.0f), 0x00);
+  EXPECT_EQ(fp32_to_fp8_e4m3(-0.0f), 0x80);
+  EXPECT_EQ(fp32_to_fp8_e4m3(NAN) & 0x7F, 0x7F);
+  EXPECT_EQ(fp32_to_fp8_e4m3(1e-30f), 0x00);  // far below half the smallest subnormal
   EXPECT_EQ(fp32_to_fp8_e4m3(1e6f), 0x7E);
   EXPECT_EQ(fp32_to_fp8_e4m3(-INFINITY), 0xFE);
   EXPECT_EQ(fp32_to_fp8_e4m3(0.5f * 0x1p-9f), 0x00);  // halfway to the smallest subnormal: even (0)

@@ -88,6 +88,8 @@ StoredModel store_model(const ModelSpec& m, const Scheme& s, const QuantDb& q);
 
 // llama.cpp's GGUF tensor list and per-tensor types (gguf_rules.cpp).
 std::vector<Tensor> gguf_tensor_layout(const ModelSpec& m);
+// The same from an inventory already built (tensor_inventory(m)), which it consumes.
+std::vector<Tensor> gguf_tensor_layout(const ModelSpec& m, std::vector<Tensor> inventory);
 std::vector<std::string> gguf_tensor_types(const ModelSpec& m, const std::vector<Tensor>& tensors, const Scheme& s,
                                            const QuantDb& q, std::int64_t* num_fallbacks);
 std::int64_t gguf_padded(std::int64_t bytes, std::int64_t alignment = 32);
