@@ -70,14 +70,14 @@ struct Ctx {
   std::int64_t n_expert;
   bool is_70b;
   bool tied;
+  std::string default_type;  // of the ftype
 };
 
 // The rule function: first matching branch wins (see the research summary in data/README.md).
-std::string pick(const Ctx& c, const Tensor& t, Counters& k) {
+std::string pick(const Ctx& c, const Tensor& t, Cat cat, Counters& k) {
   const std::string& ft = c.s.ftype;
-  std::string T = default_type(ft);
+  std::string T = c.default_type;
   const std::string& n = t.name;
-  const Cat cat = category(n);
   auto is = [&](std::initializer_list<const char*> fts) {
     for (auto f : fts)
       if (ft == f) return true;
@@ -225,18 +225,23 @@ std::vector<std::string> gguf_tensor_types(const ModelSpec& m, const std::vector
   const std::string T0 = default_type(s.ftype);
   bool has_output = false;
   Counters k;
+  std::vector<Cat> cats;
+  cats.reserve(tensors.size());
   for (const auto& t : tensors) {
     has_output = has_output || t.name == "output.weight";
-    if (category(t.name) == Cat::kAttnVLike && quantizable(t)) ++k.n_attention_wv;
+    cats.push_back(category(t.name));
+    if (cats.back() == Cat::kAttnVLike && quantizable(t)) ++k.n_attention_wv;
   }
   // block_count: deepseek32 GGUFs count the MTP layer.
   k.n_layer = m.num_layers + (m.arch == Arch::kDeepseekV32 ? m.num_mtp_layers : 0);
   // llama.cpp writes MLA as one KV head ("MLA as MQA"), so n_gqa = n_head there.
   Ctx c{m, s, q, m.mla ? m.num_heads : m.num_heads / m.num_kv_heads, m.num_experts,
-        (m.arch == Arch::kLlama && m.num_layers == 80 && m.num_kv_heads < m.num_heads), !has_output};
+        (m.arch == Arch::kLlama && m.num_layers == 80 && m.num_kv_heads < m.num_heads), !has_output, T0};
   std::vector<std::string> types;
+  types.reserve(tensors.size());
   std::int64_t fallbacks = 0;
-  for (const auto& t : tensors) {
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    const Tensor& t = tensors[i];
     if (!quantizable(t)) {
       types.push_back("f32");
       continue;
@@ -245,7 +250,7 @@ std::vector<std::string> gguf_tensor_types(const ModelSpec& m, const std::vector
       types.push_back(T0);
       continue;
     }
-    std::string T = pick(c, t, k);
+    std::string T = pick(c, t, cats[i], k);
     std::string f = fallback(T, t.row_len(), q);
     if (f != T) ++fallbacks;
     types.push_back(f);
