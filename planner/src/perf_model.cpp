@@ -3,7 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
-#include <map>
+#include <vector>
 
 #include "kernels/error.h"
 
@@ -12,18 +12,13 @@ namespace {
 
 // Dominant weight format (by bytes) of the matrices a token multiplies.
 std::string dominant_format(const StoredModel& st) {
-  // A model has a handful of formats and thousands of tensors: a short list, searched from the
-  // format seen last (runs of tensors share one), beats a map.
+  // A handful of formats over thousands of tensors: a short list beats a map's allocations.
   std::vector<std::pair<const std::string*, double>> by;
-  std::size_t last = 0;
   for (const auto& t : st.tensors) {
     if (!t.tensor.is_matrix() || t.tensor.role == TensorRole::kEmbedding) continue;
-    if (by.empty() || *by[last].first != t.format) {
-      last = 0;
-      while (last < by.size() && *by[last].first != t.format) ++last;
-      if (last == by.size()) by.emplace_back(&t.format, 0.0);
-    }
-    by[last].second += static_cast<double>(t.bytes);
+    auto it = std::find_if(by.begin(), by.end(), [&](const auto& e) { return *e.first == t.format; });
+    if (it == by.end()) it = by.emplace(by.end(), &t.format, 0.0);
+    it->second += static_cast<double>(t.bytes);
   }
   // The most bytes; ties go to the alphabetically first format, as a map's order gave.
   const std::string* best = nullptr;

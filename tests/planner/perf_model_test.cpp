@@ -20,6 +20,7 @@ namespace deepfit::planner {
 namespace {
 
 using test::catalog;
+using test::Rig;
 
 TEST(PerfModel, ExpectedExpertsFollowsTheUniformFormula) {
   EXPECT_DOUBLE_EQ(expected_experts(256, 8, 1), 8.0);
@@ -27,22 +28,6 @@ TEST(PerfModel, ExpectedExpertsFollowsTheUniformFormula) {
   EXPECT_NEAR(expected_experts(256, 8, 1000), 256, 1e-6);
 }
 
-// A model stored in a scheme on one device; FitSetup points into it, so it is not copyable.
-struct Rig {
-  Rig(const std::string& model, const std::string& quant, const std::string& device, const std::string& fw)
-      : m(catalog().model(model)), st(store_model(m, catalog().quants.scheme(quant), catalog().quants)) {
-    s.model = &m;
-    s.stored = &st;
-    s.device = &catalog().devices.get(device);
-    s.framework = &catalog().frameworks.get(fw);
-    s.parallel = default_parallel(1, fw);
-    s.kv_dtype = "bf16";
-  }
-  Rig(const Rig&) = delete;
-  ModelSpec m;
-  StoredModel st;
-  FitSetup s;
-};
 
 TEST(PerfModel, BatchOneDecodeReadsEveryWeightOnce) {
   // Llama-3.1-8B bf16 on one H100 SXM: batch 1 is memory-bound; the step reads all weights but

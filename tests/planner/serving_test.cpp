@@ -97,27 +97,13 @@ TEST(Serving, HybridSplitsTheWeightsBetweenGpuAndHostCpu) {
   EXPECT_GT(t.host_step_s, t.dec.seconds);  // host RAM is the slow side
 }
 
-// A dense model on one device under a framework, kept alive with its storage.
-struct Dense {
-  ModelSpec m;
-  StoredModel st;
-  FitSetup s;
-  Dense(const std::string& model, const std::string& quant, const std::string& device, const std::string& fw)
-      : m(catalog().model(model)), st(store_model(m, catalog().quants.scheme(quant), catalog().quants)) {
-    s.model = &m;
-    s.stored = &st;
-    s.device = &catalog().devices.get(device);
-    s.framework = &catalog().frameworks.get(fw);
-    s.parallel = default_parallel(1, fw);
-    s.kv_dtype = "f16";
-  }
-};
 
 TEST(Serving, LayerSplitPricesTheLastLayersOnTheHostCpu) {
   // Llama-3.1-8B bf16 on an RTX 4090 with its last 8 of 32 layers in the RAM of an EPYC 9654
   // (--offload layers:8). One layer: q and o 4096 x 4096, k and v 4096 x 1024, gate/up/down
   // 3 x 4096 x 14336 = 218,103,808 weights, plus two 4096-wide norms, all 2 bytes.
-  Dense x("llama-3.1-8b", "bf16", "rtx-4090", "llamacpp");
+  test::Rig x("llama-3.1-8b", "bf16", "rtx-4090", "llamacpp");
+  x.s.kv_dtype = "f16";
   x.s.offload = parse_offload("layers:8");
   const hwdb::Device& host = catalog().devices.get("epyc-9654");
   const double layer_bytes = 218103808.0 * 2 + 2 * 4096 * 2, host_bytes = 8 * layer_bytes;
